@@ -1,0 +1,51 @@
+/* Reading count matrices and cell metadata: .h5ad, 10x HDF5 (v2, v3), Matrix Market
+ * folders and loom. Only io/ touches HDF5. Every rank may open the same file read-only
+ * and read its own block of rows; nothing here knows about ranks. */
+#ifndef AV_IO_INPUT_H
+#define AV_IO_INPUT_H
+#include <stdint.h>
+
+#include "src/data.h"
+
+typedef enum { AV_FMT_H5AD, AV_FMT_10X_H5, AV_FMT_MTX_DIR, AV_FMT_LOOM } AvFormat;
+
+typedef struct AvInputImpl AvInputImpl;
+
+typedef struct {
+    char *path;
+    AvFormat format;
+    char *matrix_name; /* what is read: "X", "layers/counts", "raw/X", "matrix", ... */
+    int64_t n_obs, n_vars;
+    char **obs_names; /* n_obs; NULL until av_input_read_names */
+    char **var_names; /* n_vars */
+    int n_obs_columns;
+    char **obs_columns; /* names of obs columns (h5ad obs, loom col_attrs, ...) */
+    AvInputImpl *impl;
+} AvInput;
+
+/* Opens a file or Matrix Market folder, detects its format and reads the shape and
+ * the obs column names. layer: NULL (X), a layer name, or "raw" (raw/X with raw/var).
+ * Fails with one line naming the file, the dataset and what was expected. */
+int av_input_open(AvInput *in, const char *path, const char *layer, char *err);
+void av_input_close(AvInput *in);
+
+/* Reads obs_names and var_names (metadata-sized; rank 0 reads, then broadcasts). */
+int av_input_read_names(AvInput *in, char *err);
+
+/* Row pointer of the whole matrix as int64 (n_obs + 1 entries): the non-zeros per
+ * cell, used to plan shards balanced by non-zeros. For dense storage it is filled
+ * from a scan (or n_vars per row). */
+int av_input_read_indptr(AvInput *in, int64_t *indptr, char *err);
+
+/* Reads cells [row_lo, row_hi) as CSR (indptr rebased to 0, indices sorted, float32
+ * values). Dense, CSR, CSC, 10x CSC-as-CSR and loom genes-x-cells all end up here. */
+int av_input_read_rows(AvInput *in, int64_t row_lo, int64_t row_hi, AvCsr *out, char *err);
+
+/* Reads one obs column by name (categorical: modern group or 0.7 legacy codes with an
+ * object-reference `categories` attribute; numeric; strings). */
+int av_input_read_obs_column(AvInput *in, const char *key, AvColumn *out, char *err);
+
+/* Registers the LZF decoder (filter id 32000) with HDF5. Idempotent; called by open. */
+int av_register_lzf(void);
+
+#endif
