@@ -1,16 +1,40 @@
 #include "dist/dist.h"
 
-/* Boundary r is the first row whose starting non-zero offset reaches r * nnz / P, so
- * every part holds about nnz / P non-zeros; all arithmetic is 64-bit. */
+/* Weight of rows [0, row): their non-zeros plus one per row. Strictly increasing in row
+ * for a valid (non-decreasing) indptr, so a boundary can be found by bisection. */
+static int64_t cost(const int64_t *indptr, int64_t row) {
+    return indptr[row] - indptr[0] + row;
+}
+
+/* floor(r * total / p) without forming r * total (total may be near 2^62). */
+static int64_t share(int64_t total, int64_t r, int64_t p) {
+    return (total / p) * r + ((total % p) * r) / p;
+}
+
 void dist_plan_shards(const int64_t *indptr, int64_t n_rows, int n_parts, int64_t *bounds) {
-    int64_t nnz = indptr[n_rows];
+    if (n_parts < 1) return;
+    if (n_rows < 0) n_rows = 0;
     bounds[0] = 0;
-    int64_t row = 0;
-    for (int r = 1; r < n_parts; r++) {
-        /* target = r * nnz / P without overflow for nnz near 2^62 */
-        int64_t target = (nnz / n_parts) * r + ((nnz % n_parts) * r) / n_parts;
-        while (row < n_rows && indptr[row] < target) row++;
-        bounds[r] = row;
-    }
     bounds[n_parts] = n_rows;
+    if (n_rows == 0) {
+        for (int r = 1; r < n_parts; r++) bounds[r] = 0;
+        return;
+    }
+    int64_t total = cost(indptr, n_rows), prev = 0;
+    for (int r = 1; r < n_parts; r++) {
+        int64_t target = share(total, r, n_parts);
+        /* First row in [prev, n_rows] whose start weight reaches target. */
+        int64_t lo = prev, hi = n_rows;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (cost(indptr, mid) < target)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        /* The row start nearest the target (ties go to the earlier one). */
+        if (lo > prev && target - cost(indptr, lo - 1) <= cost(indptr, lo) - target) lo--;
+        bounds[r] = lo;
+        prev = lo;
+    }
 }
