@@ -2,7 +2,8 @@
  * gathers with uneven and empty shards, agreement. Built twice: against the real dist
  * library and against one compiled with a tiny DIST_PIECE, so that every buffer here is
  * sent in many pieces, as a buffer of more than 2^30 elements would be.
- * With AV_DIST_BIG=1 it also all-reduces a real buffer of 2^31 + 5 floats (8 GiB a rank). */
+ * With AV_DIST_BIG=1 it also all-reduces, broadcasts and gathers real buffers of 2^31 + 5
+ * elements (about 9 GiB a rank; AV_DIST_BIG=<count> picks another size). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,21 +191,59 @@ static void test_gather(int64_t cols) {
     dist_gather_rows_f32(NULL, 0, cols, NULL);
 }
 
-static void test_big(void) {
-    const int64_t n = ((int64_t)1 << 31) + 5;
+/* Real large buffers (opt-in: AV_DIST_BIG=1 for 2^31 + 5 elements, or a count). Per rank
+ * it needs 4 bytes per element for the all-reduce, then 1 byte for the broadcast, then on
+ * rank 0 4 bytes and on the last rank 4 bytes for the gather. */
+static void test_big(int64_t n) {
+    if (rank == 0) printf("test_dist_mpi: big buffers of %" PRId64 " elements\n", n);
     float *f = malloc(sizeof *f * (size_t)n);
-    if (!f) {
-        fprintf(stderr, "rank %d: no memory for the big test\n", rank);
+    int nomem = f == NULL;
+    if (dist_any_failed(nomem, "no memory for the big test")) {
         failures++;
+        free(f);
         return;
     }
     for (int64_t i = 0; i < n; i++) f[i] = (float)(i & 1023) + (float)rank;
     dist_allreduce_f32(f, n);
     float rs = (float)((int64_t)size * (size - 1) / 2);
     int64_t bad = 0;
-    for (int64_t i = 0; i < n; i++) bad += f[i] != (float)(i & 1023) * size + rs;
+    for (int64_t i = 0; i < n; i++) bad += f[i] != (float)(i & 1023) * (float)size + rs;
     CHECK(bad == 0, "big all-reduce: %" PRId64 " wrong elements", bad);
     free(f);
+
+    unsigned char *b = malloc((size_t)n);
+    if (dist_any_failed(b == NULL, "no memory for the big broadcast")) {
+        failures++;
+        free(b);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) b[i] = rank == 0 ? (unsigned char)(i % 251) : 0;
+    dist_bcast(b, n, 0);
+    bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += b[i] != (unsigned char)(i % 251);
+    CHECK(bad == 0, "big bcast: %" PRId64 " wrong bytes", bad);
+    free(b);
+
+    /* Gather n rows of one column: rank 0 holds 3 rows, the last rank the rest. */
+    int64_t mine = size == 1 ? n : rank == 0 ? 3 : rank == size - 1 ? n - 3 : 0;
+    int64_t off = dist_exscan_i64(mine);
+    float *loc = malloc(sizeof *loc * (size_t)(mine > 0 ? mine : 1));
+    float *out = rank == 0 ? malloc(sizeof *out * (size_t)n) : NULL;
+    if (dist_any_failed(!loc || (rank == 0 && !out), "no memory for the big gather")) {
+        failures++;
+        free(loc);
+        free(out);
+        return;
+    }
+    for (int64_t i = 0; i < mine; i++) loc[i] = (float)((off + i) & 0xFFFFF);
+    dist_gather_rows_f32(loc, mine, 1, out);
+    free(loc);
+    if (rank == 0) {
+        bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += out[i] != (float)(i & 0xFFFFF);
+        CHECK(bad == 0, "big gather: %" PRId64 " wrong elements", bad);
+        free(out);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -219,7 +258,7 @@ int main(int argc, char **argv) {
     test_gather(0);
     dist_barrier();
     const char *big = getenv("AV_DIST_BIG");
-    if (big && *big == '1') test_big();
+    if (big && *big) test_big(!strcmp(big, "1") ? ((int64_t)1 << 31) + 5 : strtoll(big, NULL, 10));
     char msg[128];
     snprintf(msg, sizeof msg, "test_dist_mpi: %d check(s) failed on rank %d", failures, rank);
     int bad = dist_any_failed(failures != 0, msg);
