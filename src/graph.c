@@ -1,0 +1,140 @@
+/* Graph bookkeeping: the arena, parameter slab, node list and the tape replay. The op
+ * kernels themselves live in ops.c. */
+#include "src/graph.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/ops_impl.h"
+#include "src/rng.h"
+#include "src/util.h"
+
+void av_graph_init(AvGraph *g, int64_t max_batch, uint64_t seed) {
+    memset(g, 0, sizeof *g);
+    g->max_batch = max_batch;
+    g->seed = seed;
+    g->training = 1;
+    g->fill_noise = 1;
+    g->block_size = (size_t)32 << 20;
+}
+
+void av_graph_free(AvGraph *g) {
+    for (int i = 0; i < g->n_params; i++) free(g->params[i]);
+    for (int i = 0; i < g->n_buffers; i++) free(g->buffers[i]);
+    for (int i = 0; i < g->n_acts; i++) free(g->acts[i]);
+    free(g->params);
+    free(g->buffers);
+    free(g->acts);
+    free(g->nodes);
+    free(g->param_v);
+    free(g->param_g);
+    for (int i = 0; i < g->n_blocks; i++) free(g->blocks[i]);
+    memset(g, 0, sizeof *g);
+}
+
+/* Build-time allocation from blocks that never move; zero-filled, 64-byte aligned. */
+void *av_arena_alloc(AvGraph *g, size_t bytes) {
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (g->n_blocks == 0 || g->block_used + bytes > g->block_size) {
+        /* a fixed table of blocks keeps pointers stable; 64 blocks is far beyond scVI */
+        if (g->n_blocks == 64) abort();
+        /* an oversized request gets a block of its own, used whole */
+        g->blocks[g->n_blocks++] = av_calloc(1, bytes > g->block_size ? bytes : g->block_size);
+        g->block_used = 0;
+    }
+    void *p = g->blocks[g->n_blocks - 1] + g->block_used;
+    g->block_used += bytes;
+    return p;
+}
+
+/* Names are copied into the arena, so callers may pass a temporary buffer. */
+static AvTensor *new_tensor(AvGraph *g, int64_t rows, int64_t cols, int batch, const char *name) {
+    AvTensor *t = av_calloc(1, sizeof *t);
+    t->rows = rows;
+    t->cols = cols;
+    t->batch = batch;
+    if (name) t->name = strcpy(av_arena_alloc(g, strlen(name) + 1), name);
+    return t;
+}
+
+AvTensor *av_param(AvGraph *g, const char *name, int64_t rows, int64_t cols) {
+    if (g->n_params == g->cap_params) {
+        g->cap_params = g->cap_params ? 2 * g->cap_params : 32;
+        g->params = av_realloc(g->params, sizeof(AvTensor *) * (size_t)g->cap_params);
+    }
+    AvTensor *t = new_tensor(g, rows, cols, 0, name);
+    t->offset = g->param_size;
+    g->param_size += rows * cols;
+    g->params[g->n_params++] = t;
+    return t;
+}
+
+void av_graph_alloc_params(AvGraph *g) {
+    g->param_v = av_calloc((size_t)g->param_size, sizeof(float));
+    g->param_g = av_calloc((size_t)g->param_size, sizeof(float));
+    for (int i = 0; i < g->n_params; i++) {
+        g->params[i]->v = g->param_v + g->params[i]->offset;
+        g->params[i]->g = g->param_g + g->params[i]->offset;
+    }
+}
+
+AvTensor *av_buffer(AvGraph *g, const char *name, int64_t rows, int64_t cols) {
+    g->buffers = av_realloc(g->buffers, sizeof(AvTensor *) * (size_t)(g->n_buffers + 1));
+    AvTensor *t = new_tensor(g, rows, cols, 0, name);
+    t->v = av_arena_alloc(g, sizeof(float) * (size_t)(rows * cols));
+    g->buffers[g->n_buffers++] = t;
+    return t;
+}
+
+AvTensor *av_param_find(AvGraph *g, const char *name) {
+    for (int i = 0; i < g->n_params; i++)
+        if (!strcmp(g->params[i]->name, name)) return g->params[i];
+    for (int i = 0; i < g->n_buffers; i++)
+        if (!strcmp(g->buffers[i]->name, name)) return g->buffers[i];
+    return NULL;
+}
+
+AvTensor *av_act(AvGraph *g, int64_t rows, int64_t cols, int batch, int needs_grad) {
+    int64_t r = batch ? g->max_batch : rows;
+    AvTensor *t = new_tensor(g, rows, cols, batch, NULL);
+    t->v = av_arena_alloc(g, sizeof(float) * (size_t)(r * cols));
+    if (needs_grad) t->g = av_arena_alloc(g, sizeof(float) * (size_t)(r * cols));
+    g->acts = av_realloc(g->acts, sizeof(AvTensor *) * (size_t)(g->n_acts + 1));
+    g->acts[g->n_acts++] = t;
+    return t;
+}
+
+AvNode *av_node(AvGraph *g, AvOpKind kind) {
+    if (g->n_nodes == g->cap_nodes) {
+        g->cap_nodes = g->cap_nodes ? 2 * g->cap_nodes : 64;
+        g->nodes = av_realloc(g->nodes, sizeof(AvNode) * (size_t)g->cap_nodes);
+    }
+    AvNode *nd = &g->nodes[g->n_nodes];
+    memset(nd, 0, sizeof *nd);
+    nd->kind = kind;
+    nd->stream = AV_STREAM_NOISE + 16 * (g->n_nodes + 1);
+    g->n_nodes++;
+    return nd;
+}
+
+/* Marks parameters read by an op: the others get no gradient and no Adam update. */
+void av_mark_used(AvTensor *t) {
+    if (t) t->used = 1;
+}
+
+void av_graph_forward(AvGraph *g, const AvBatch *batch) {
+    g->batch = batch;
+    g->n = batch->n;
+    memset(g->loss_terms, 0, sizeof g->loss_terms);
+    for (int i = 0; i < g->n_nodes; i++) av_node_forward(g, &g->nodes[i]);
+}
+
+void av_graph_backward(AvGraph *g) {
+    memset(g->param_g, 0, sizeof(float) * (size_t)g->param_size);
+    for (int i = 0; i < g->n_acts; i++) {
+        AvTensor *t = g->acts[i];
+        if (t->g) memset(t->g, 0, sizeof(float) * (size_t)(av_rows(g, t) * t->cols));
+    }
+    if (g->loss) g->loss->g[0] = 1.0f;
+    for (int i = g->n_nodes - 1; i >= 0; i--) av_node_backward(g, &g->nodes[i]);
+}

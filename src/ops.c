@@ -1,0 +1,702 @@
+/* The ops: constructors that append a node, and the CPU kernels of each node's forward
+ * and backward. Element-wise maths comes from mathx.h; GEMMs go to OpenBLAS. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "src/mathx.h"
+#include "src/ops_impl.h"
+#include "src/util.h"
+
+#define BN_EPS 1e-3f
+#define BN_MOMENTUM 0.01f
+#define LN_EPS 1e-5f
+
+static int needs_grad(AvTensor *a, AvTensor *b, AvTensor *c) {
+    return (a && a->g) || (b && b->g) || (c && c->g);
+}
+
+/* ---------------------------------------------------------------- constructors */
+
+AvTensor *av_op_log_library(AvGraph *g) {
+    AvNode *nd = av_node(g, AV_OP_INPUT_COUNTS_LOG_LIB);
+    nd->out = av_act(g, 0, 1, 1, 0);
+    return nd->out;
+}
+
+AvTensor *av_op_cont_input(AvGraph *g, int64_t n_cont) {
+    AvNode *nd = av_node(g, AV_OP_INPUT_CONT);
+    nd->out = av_act(g, 0, n_cont, 1, 0);
+    return nd->out;
+}
+
+AvTensor *av_op_linear(AvGraph *g, int sparse_in, AvTensor *x1, AvTensor *x2, AvTensor *wt,
+                       AvTensor *b, int n_cats, const int *cat_col, const int *cat_width) {
+    AvNode *nd = av_node(g, AV_OP_LINEAR);
+    nd->sparse_in = sparse_in;
+    nd->in[0] = x1;
+    nd->in[1] = x2;
+    nd->in[2] = wt;
+    nd->in[3] = b;
+    for (int k = 0; k < n_cats; k++) {
+        if (cat_width[k] <= 1) continue; /* a one-level covariate carries no columns */
+        nd->cat_col[nd->n_cats] = cat_col[k];
+        nd->cat_width[nd->n_cats++] = cat_width[k];
+    }
+    av_mark_used(wt);
+    av_mark_used(b);
+    nd->out = av_act(g, 0, wt->cols, 1, 1);
+    return nd->out;
+}
+
+AvTensor *av_op_batchnorm(AvGraph *g, AvTensor *x, AvTensor *gamma, AvTensor *beta,
+                          AvTensor *running_mean, AvTensor *running_var) {
+    AvNode *nd = av_node(g, AV_OP_BATCHNORM);
+    nd->in[0] = x;
+    nd->in[1] = gamma;
+    nd->in[2] = beta;
+    nd->running_mean = running_mean->v;
+    nd->running_var = running_var->v;
+    av_mark_used(gamma);
+    av_mark_used(beta);
+    /* aux: mean, inverse std (floats); aux2: two doubles per column for reductions */
+    nd->aux = av_arena_alloc(g, sizeof(float) * 2 * (size_t)x->cols);
+    nd->aux2 = av_arena_alloc(g, sizeof(double) * 2 * (size_t)x->cols);
+    nd->out = av_act(g, 0, x->cols, 1, 1);
+    return nd->out;
+}
+
+static AvTensor *unary(AvGraph *g, AvOpKind kind, AvTensor *x, float f0) {
+    AvNode *nd = av_node(g, kind);
+    nd->in[0] = x;
+    nd->f0 = f0;
+    nd->out = av_act(g, 0, x->cols, 1, needs_grad(x, NULL, NULL));
+    return nd->out;
+}
+
+AvTensor *av_op_layernorm(AvGraph *g, AvTensor *x) {
+    AvTensor *y = unary(g, AV_OP_LAYERNORM, x, LN_EPS);
+    g->nodes[g->n_nodes - 1].aux = av_arena_alloc(g, sizeof(float) * (size_t)g->max_batch);
+    return y;
+}
+AvTensor *av_op_relu(AvGraph *g, AvTensor *x) {
+    return unary(g, AV_OP_RELU, x, 0);
+}
+AvTensor *av_op_exp_eps(AvGraph *g, AvTensor *x, float eps) {
+    return unary(g, AV_OP_EXP_EPS, x, eps);
+}
+AvTensor *av_op_softmax(AvGraph *g, AvTensor *x) {
+    return unary(g, AV_OP_SOFTMAX, x, 0);
+}
+
+AvTensor *av_op_dropout(AvGraph *g, AvTensor *x, float p) {
+    if (p <= 0.0f) return x;
+    AvTensor *y = unary(g, AV_OP_DROPOUT, x, p);
+    g->nodes[g->n_nodes - 1].aux =
+        av_arena_alloc(g, sizeof(float) * (size_t)(g->max_batch * x->cols));
+    return y;
+}
+
+AvTensor *av_op_reparam(AvGraph *g, AvTensor *mu, AvTensor *var) {
+    AvNode *nd = av_node(g, AV_OP_REPARAM);
+    nd->in[0] = mu;
+    nd->in[1] = var;
+    nd->aux = av_arena_alloc(g, sizeof(float) * (size_t)(g->max_batch * mu->cols));
+    nd->out = av_act(g, 0, mu->cols, 1, needs_grad(mu, var, NULL));
+    return nd->out;
+}
+
+float *av_noise_of(AvGraph *g, AvTensor *z) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].kind == AV_OP_REPARAM && g->nodes[i].out == z) return g->nodes[i].aux;
+    return NULL;
+}
+
+AvTensor *av_op_kl_normal(AvGraph *g, AvTensor *mu, AvTensor *var, AvTensor *prior_mean,
+                          AvTensor *prior_var, int code_col) {
+    AvNode *nd = av_node(g, AV_OP_KL_NORMAL);
+    nd->in[0] = mu;
+    nd->in[1] = var;
+    nd->in[2] = prior_mean;
+    nd->in[3] = prior_var;
+    nd->code_col = code_col;
+    nd->out = av_act(g, 0, 1, 1, needs_grad(mu, var, NULL));
+    return nd->out;
+}
+
+AvTensor *av_op_count_nll(AvGraph *g, AvTensor *rho, AvTensor *log_lib, AvTensor *px_r,
+                          AvTensor *pi, AvLikelihood lik, AvDispersion disp, int code_col) {
+    AvNode *nd = av_node(g, AV_OP_COUNT_NLL);
+    nd->in[0] = rho;
+    nd->in[1] = log_lib;
+    nd->in[2] = lik == AV_LIK_POISSON ? NULL : px_r;
+    nd->in[3] = lik == AV_LIK_ZINB ? pi : NULL;
+    nd->lik = lik;
+    nd->disp = disp;
+    nd->code_col = code_col;
+    if (nd->in[2] && disp != AV_DISP_GENE_CELL) av_mark_used(px_r);
+    int64_t G = rho->cols, cells = g->max_batch * G;
+    /* saved per element: d ll / d mu, theta * d ll / d theta, d ll / d pi */
+    nd->aux = av_arena_alloc(g, sizeof(float) * 3 * (size_t)cells);
+    /* lgamma and digamma of per-gene thetas, computed once per step */
+    int64_t nt = (nd->in[2] && disp != AV_DISP_GENE_CELL) ? px_r->rows * px_r->cols : 0;
+    nd->aux2 = av_arena_alloc(g, sizeof(float) * 3 * (size_t)(nt ? nt : 1));
+    nd->out = av_act(g, 0, 1, 1, 1);
+    return nd->out;
+}
+
+AvTensor *av_op_loss(AvGraph *g, int n_terms, AvTensor **terms, const float *w) {
+    AvNode *nd = av_node(g, AV_OP_LOSS);
+    for (int t = 0; t < n_terms; t++) {
+        nd->in[t] = terms[t];
+        nd->w[t] = w[t];
+    }
+    nd->code_col = n_terms;
+    nd->out = av_act(g, 1, 1, 0, 1);
+    g->loss = nd->out;
+    return nd->out;
+}
+
+void av_loss_set_weight(AvGraph *g, int term, float w) {
+    for (int i = 0; i < g->n_nodes; i++)
+        if (g->nodes[i].kind == AV_OP_LOSS) g->nodes[i].w[term] = w;
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m == 0 || n == 0 || k == 0) return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+static float sparse_value(int mode, float x) {
+    return mode == 1 ? log1pf(x) : x;
+}
+
+/* Row offsets of each input block inside the [in, out] weight. */
+static int64_t linear_sparse_rows(const AvNode *nd) {
+    int64_t r = nd->in[2]->rows;
+    if (nd->in[0]) r -= nd->in[0]->cols;
+    if (nd->in[1]) r -= nd->in[1]->cols;
+    for (int k = 0; k < nd->n_cats; k++) r -= nd->cat_width[k];
+    return nd->sparse_in ? r : 0;
+}
+
+static void linear_forward(AvGraph *g, AvNode *nd) {
+    const AvBatch *bt = g->batch;
+    AvTensor *wt = nd->in[2], *b = nd->in[3], *y = nd->out;
+    int64_t n = g->n, out = wt->cols, row = linear_sparse_rows(nd);
+    for (int64_t i = 0; i < n; i++) {
+        if (b)
+            memcpy(y->v + i * out, b->v, sizeof(float) * (size_t)out);
+        else
+            memset(y->v + i * out, 0, sizeof(float) * (size_t)out);
+    }
+    if (nd->sparse_in) {
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            float *yi = y->v + i * out;
+            for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) {
+                float v = sparse_value(nd->sparse_in, bt->counts[k]);
+                const float *w = wt->v + (int64_t)bt->indices[k] * out;
+                for (int64_t o = 0; o < out; o++) yi[o] += v * w[o];
+            }
+        }
+    }
+    for (int s = 0; s < 2; s++) {
+        AvTensor *x = nd->in[s];
+        if (!x) continue;
+        sgemm(0, 0, n, out, x->cols, x->v, x->cols, wt->v + row * out, out, 1.0f, y->v, out);
+        row += x->cols;
+    }
+    for (int k = 0; k < nd->n_cats; k++) {
+        for (int64_t i = 0; i < n; i++) {
+            int32_t code = bt->cat[i * bt->n_cat + nd->cat_col[k]];
+            const float *w = wt->v + (row + code) * out;
+            float *yi = y->v + i * out;
+            for (int64_t o = 0; o < out; o++) yi[o] += w[o];
+        }
+        row += nd->cat_width[k];
+    }
+}
+
+static void linear_backward(AvGraph *g, AvNode *nd) {
+    const AvBatch *bt = g->batch;
+    AvTensor *wt = nd->in[2], *b = nd->in[3], *y = nd->out;
+    int64_t n = g->n, out = wt->cols, row = linear_sparse_rows(nd);
+    const float *gy = y->g;
+    if (b)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t o = 0; o < out; o++) b->g[o] += gy[i * out + o];
+    if (nd->sparse_in) {
+        /* threads own disjoint slices of output columns, so scatters never collide */
+#pragma omp parallel
+        {
+            int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+            int64_t o0 = out * t / nt, o1 = out * (t + 1) / nt;
+            for (int64_t i = 0; i < n; i++) {
+                const float *gi = gy + i * out;
+                for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) {
+                    float v = sparse_value(nd->sparse_in, bt->counts[k]);
+                    float *gw = wt->g + (int64_t)bt->indices[k] * out;
+                    for (int64_t o = o0; o < o1; o++) gw[o] += v * gi[o];
+                }
+            }
+        }
+    }
+    for (int s = 0; s < 2; s++) {
+        AvTensor *x = nd->in[s];
+        if (!x) continue;
+        const float *w = wt->v + row * out;
+        if (x->g) sgemm(0, 1, n, x->cols, out, gy, out, w, out, 1.0f, x->g, x->cols);
+        sgemm(1, 0, x->cols, out, n, x->v, x->cols, gy, out, 1.0f, wt->g + row * out, out);
+        row += x->cols;
+    }
+    for (int k = 0; k < nd->n_cats; k++) {
+        for (int64_t i = 0; i < n; i++) {
+            int32_t code = bt->cat[i * bt->n_cat + nd->cat_col[k]];
+            float *gw = wt->g + (row + code) * out;
+            for (int64_t o = 0; o < out; o++) gw[o] += gy[i * out + o];
+        }
+        row += nd->cat_width[k];
+    }
+}
+
+static void batchnorm_forward(AvGraph *g, AvNode *nd) {
+    AvTensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
+    int64_t n = g->n, c = x->cols;
+    float *mean = nd->aux, *istd = nd->aux + c;
+    if (g->training) {
+        double *s = (double *)nd->aux2;
+        memset(s, 0, sizeof(double) * 2 * (size_t)c);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < c; j++) {
+                double v = x->v[i * c + j];
+                s[j] += v;
+                s[c + j] += v * v;
+            }
+        if (g->reduce) g->reduce(s, 2 * c);
+        double ng = (double)g->batch->n_global;
+        for (int64_t j = 0; j < c; j++) {
+            double m = s[j] / ng, var = s[c + j] / ng - m * m;
+            if (var < 0) var = 0;
+            mean[j] = (float)m;
+            istd[j] = (float)(1.0 / sqrt(var + BN_EPS));
+            nd->running_mean[j] = (1 - BN_MOMENTUM) * nd->running_mean[j] + BN_MOMENTUM * (float)m;
+            double unbiased = ng > 1 ? var * ng / (ng - 1) : var;
+            nd->running_var[j] =
+                (1 - BN_MOMENTUM) * nd->running_var[j] + BN_MOMENTUM * (float)unbiased;
+        }
+    } else {
+        for (int64_t j = 0; j < c; j++) {
+            mean[j] = nd->running_mean[j];
+            istd[j] = 1.0f / sqrtf(nd->running_var[j] + BN_EPS);
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++)
+            y->v[i * c + j] = gamma->v[j] * (x->v[i * c + j] - mean[j]) * istd[j] + beta->v[j];
+}
+
+static void batchnorm_backward(AvGraph *g, AvNode *nd) {
+    AvTensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
+    int64_t n = g->n, c = x->cols;
+    const float *mean = nd->aux, *istd = nd->aux + c;
+    double *s = (double *)nd->aux2; /* sum dy, sum dy * xhat */
+    memset(s, 0, sizeof(double) * 2 * (size_t)c);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            double dy = y->g[i * c + j], xh = (x->v[i * c + j] - mean[j]) * istd[j];
+            s[j] += dy;
+            s[c + j] += dy * xh;
+        }
+    for (int64_t j = 0; j < c; j++) {
+        beta->g[j] += (float)s[j];
+        gamma->g[j] += (float)s[c + j];
+    }
+    if (!x->g) return;
+    if (!g->training) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < c; j++)
+                x->g[i * c + j] += y->g[i * c + j] * gamma->v[j] * istd[j];
+        return;
+    }
+    if (g->reduce) g->reduce(s, 2 * c); /* the statistics are global, so are their gradients */
+    double ng = (double)g->batch->n_global;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < c; j++) {
+            double xh = (x->v[i * c + j] - mean[j]) * istd[j];
+            double d = (ng * y->g[i * c + j] - s[j] - xh * s[c + j]) * gamma->v[j] * istd[j] / ng;
+            x->g[i * c + j] += (float)d;
+        }
+}
+
+static void layernorm_forward(AvGraph *g, AvNode *nd) {
+    AvTensor *x = nd->in[0], *y = nd->out;
+    int64_t n = g->n, c = x->cols;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x->v + i * c;
+        double m = 0, v = 0;
+        for (int64_t j = 0; j < c; j++) m += xi[j];
+        m /= (double)c;
+        for (int64_t j = 0; j < c; j++) v += (xi[j] - m) * (xi[j] - m);
+        float is = (float)(1.0 / sqrt(v / (double)c + nd->f0));
+        nd->aux[i] = is;
+        for (int64_t j = 0; j < c; j++) y->v[i * c + j] = (float)(xi[j] - m) * is;
+    }
+}
+
+static void layernorm_backward(AvGraph *g, AvNode *nd) {
+    AvTensor *x = nd->in[0], *y = nd->out;
+    int64_t n = g->n, c = x->cols;
+    if (!x->g) return;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float *gy = y->g + i * c, *yh = y->v + i * c;
+        double sg = 0, sgy = 0;
+        for (int64_t j = 0; j < c; j++) {
+            sg += gy[j];
+            sgy += gy[j] * yh[j];
+        }
+        sg /= (double)c;
+        sgy /= (double)c;
+        for (int64_t j = 0; j < c; j++)
+            x->g[i * c + j] += nd->aux[i] * (float)(gy[j] - sg - yh[j] * sgy);
+    }
+}
+
+/* Standard normals for (cell, step, stream): four per Philox call. */
+static void fill_normal(AvGraph *g, int stream, float *dst, int64_t cols) {
+    const AvBatch *bt = g->batch;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < g->n; i++) {
+        uint64_t cell = (uint64_t)bt->cell[i];
+        for (int64_t j = 0; j < cols; j += 4) {
+            AvRng4 r = av_philox(g->seed, (uint32_t)cell, (uint32_t)(cell >> 32), (uint32_t)g->step,
+                                 ((uint32_t)stream << 20) | (uint32_t)(j >> 2));
+            float z[4];
+            av_normal2(r, &z[0], &z[1], &z[2], &z[3]);
+            for (int64_t q = 0; q < 4 && j + q < cols; q++) dst[i * cols + j + q] = z[q];
+        }
+    }
+}
+
+static void dropout_forward(AvGraph *g, AvNode *nd) {
+    AvTensor *x = nd->in[0], *y = nd->out;
+    int64_t n = g->n, c = x->cols;
+    if (!g->training) {
+        memcpy(y->v, x->v, sizeof(float) * (size_t)(n * c));
+        return;
+    }
+    float keep = 1.0f / (1.0f - nd->f0);
+    const AvBatch *bt = g->batch;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t cell = (uint64_t)bt->cell[i];
+        for (int64_t j = 0; j < c; j += 4) {
+            AvRng4 r = av_philox(g->seed, (uint32_t)cell, (uint32_t)(cell >> 32), (uint32_t)g->step,
+                                 ((uint32_t)nd->stream << 20) | (uint32_t)(j >> 2));
+            for (int64_t q = 0; q < 4 && j + q < c; q++) {
+                float m = av_u01(r.v[q]) < nd->f0 ? 0.0f : keep;
+                nd->aux[i * c + j + q] = m;
+                y->v[i * c + j + q] = x->v[i * c + j + q] * m;
+            }
+        }
+    }
+}
+
+static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
+    AvTensor *x = nd->in[0], *y = nd->out;
+    int64_t n = g->n, c = y->cols;
+    switch (nd->kind) {
+    case AV_OP_RELU:
+        for (int64_t k = 0; k < n * c; k++) y->v[k] = x->v[k] > 0 ? x->v[k] : 0;
+        break;
+    case AV_OP_EXP_EPS:
+        for (int64_t k = 0; k < n * c; k++) y->v[k] = expf(x->v[k]) + nd->f0;
+        break;
+    case AV_OP_SOFTMAX:
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            const float *xi = x->v + i * c;
+            float *yi = y->v + i * c, mx = xi[0];
+            for (int64_t j = 1; j < c; j++) mx = xi[j] > mx ? xi[j] : mx;
+            double s = 0;
+            for (int64_t j = 0; j < c; j++) s += (yi[j] = expf(xi[j] - mx));
+            float inv = (float)(1.0 / s);
+            for (int64_t j = 0; j < c; j++) yi[j] *= inv;
+        }
+        break;
+    case AV_OP_REPARAM: {
+        AvTensor *mu = nd->in[0], *var = nd->in[1];
+        if (g->fill_noise) fill_normal(g, nd->stream, nd->aux, c);
+        for (int64_t k = 0; k < n * c; k++) y->v[k] = mu->v[k] + sqrtf(var->v[k]) * nd->aux[k];
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void node_backward_elementwise(AvGraph *g, AvNode *nd) {
+    AvTensor *x = nd->in[0], *y = nd->out;
+    int64_t n = g->n, c = y->cols;
+    switch (nd->kind) {
+    case AV_OP_RELU:
+        if (x->g)
+            for (int64_t k = 0; k < n * c; k++) x->g[k] += x->v[k] > 0 ? y->g[k] : 0;
+        break;
+    case AV_OP_EXP_EPS:
+        if (x->g)
+            for (int64_t k = 0; k < n * c; k++) x->g[k] += y->g[k] * (y->v[k] - nd->f0);
+        break;
+    case AV_OP_DROPOUT:
+        if (x->g) {
+            if (g->training)
+                for (int64_t k = 0; k < n * c; k++) x->g[k] += y->g[k] * nd->aux[k];
+            else
+                for (int64_t k = 0; k < n * c; k++) x->g[k] += y->g[k];
+        }
+        break;
+    case AV_OP_SOFTMAX:
+        if (!x->g) break;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            const float *yi = y->v + i * c, *gi = y->g + i * c;
+            double s = 0;
+            for (int64_t j = 0; j < c; j++) s += yi[j] * gi[j];
+            for (int64_t j = 0; j < c; j++) x->g[i * c + j] += yi[j] * (gi[j] - (float)s);
+        }
+        break;
+    case AV_OP_REPARAM: {
+        AvTensor *mu = nd->in[0], *var = nd->in[1];
+        for (int64_t k = 0; k < n * c; k++) {
+            if (mu->g) mu->g[k] += y->g[k];
+            if (var->g) var->g[k] += y->g[k] * nd->aux[k] * 0.5f / sqrtf(var->v[k]);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void kl_forward(AvGraph *g, AvNode *nd, int backward) {
+    AvTensor *mu = nd->in[0], *var = nd->in[1], *pm = nd->in[2], *pv = nd->in[3], *y = nd->out;
+    int64_t n = g->n, c = mu->cols;
+    const AvBatch *bt = g->batch;
+    for (int64_t i = 0; i < n; i++) {
+        float m = 0, v = 1;
+        if (pm) {
+            int32_t code = bt->cat[i * bt->n_cat + nd->code_col];
+            m = pm->v[code];
+            v = pv->v[code];
+        }
+        double s = 0;
+        for (int64_t j = 0; j < c; j++) {
+            float dmu, dv;
+            s += av_kl_normal(mu->v[i * c + j], var->v[i * c + j], m, v, &dmu, &dv);
+            if (backward) {
+                float go = y->g[i];
+                if (mu->g) mu->g[i * c + j] += go * dmu;
+                if (var->g) var->g[i * c + j] += go * dv;
+            }
+        }
+        if (!backward) y->v[i] = (float)s;
+    }
+}
+
+/* theta source of cell i, gene j: per-gene tables or the gene-cell tensor */
+static void count_nll_forward(AvGraph *g, AvNode *nd) {
+    AvTensor *rho = nd->in[0], *lib = nd->in[1], *pxr = nd->in[2], *pi = nd->in[3], *y = nd->out;
+    const AvBatch *bt = g->batch;
+    int64_t n = g->n, G = rho->cols;
+    int per_gene = pxr && nd->disp != AV_DISP_GENE_CELL;
+    int64_t nt = per_gene ? pxr->rows * pxr->cols : 0;
+    float *th = nd->aux2, *lg = nd->aux2 + nt, *dg = nd->aux2 + 2 * nt;
+    for (int64_t k = 0; k < nt; k++) {
+        th[k] = expf(pxr->v[k]);
+        lg[k] = av_lgamma(th[k]);
+        dg[k] = av_digamma(th[k]);
+    }
+    float *dmu = nd->aux, *dth = nd->aux + g->max_batch * G, *dpi = nd->aux + 2 * g->max_batch * G;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t i = 0; i < n; i++) {
+        float L = expf(lib->v[i]);
+        int64_t k = bt->indptr[i], kend = bt->indptr[i + 1];
+        int64_t stride = 1, base = 0; /* index of gene j's theta: base + j * stride */
+        if (nd->disp == AV_DISP_GENE_BATCH || nd->disp == AV_DISP_GENE_LABEL) {
+            stride = pxr->cols;
+            base = bt->cat[i * bt->n_cat + nd->code_col];
+        }
+        double s = 0;
+        for (int64_t j = 0; j < G; j++) {
+            float x = 0;
+            if (k < kend && bt->indices[k] == j) x = bt->counts[k++];
+            float mu = L * rho->v[i * G + j];
+            AvLL r;
+            float theta = 1.0f;
+            if (nd->lik == AV_LIK_POISSON) {
+                r = av_poisson_ll(x, mu);
+            } else {
+                float lgt = 0, dgt = 0;
+                if (per_gene) {
+                    int64_t t = base + j * stride;
+                    theta = th[t];
+                    lgt = lg[t];
+                    dgt = dg[t];
+                } else {
+                    theta = expf(pxr->v[i * G + j]);
+                    if (x > 0) {
+                        lgt = av_lgamma(theta);
+                        dgt = av_digamma(theta);
+                    }
+                }
+                r = nd->lik == AV_LIK_ZINB ? av_zinb_ll(x, mu, theta, pi->v[i * G + j], lgt, dgt)
+                                           : av_nb_ll(x, mu, theta, lgt, dgt);
+            }
+            s += r.ll;
+            dmu[i * G + j] = r.d_mu;
+            dth[i * G + j] = theta * r.d_theta;
+            dpi[i * G + j] = r.d_pi;
+        }
+        y->v[i] = (float)-s;
+    }
+}
+
+static void count_nll_backward(AvGraph *g, AvNode *nd) {
+    AvTensor *rho = nd->in[0], *lib = nd->in[1], *pxr = nd->in[2], *pi = nd->in[3], *y = nd->out;
+    const AvBatch *bt = g->batch;
+    int64_t n = g->n, G = rho->cols;
+    const float *dmu = nd->aux, *dth = nd->aux + g->max_batch * G,
+                *dpi = nd->aux + 2 * g->max_batch * G;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float go = -y->g[i], L = expf(lib->v[i]);
+        double dl = 0;
+        for (int64_t j = 0; j < G; j++) {
+            int64_t e = i * G + j;
+            if (rho->g) rho->g[e] += go * L * dmu[e];
+            dl += (double)rho->v[e] * dmu[e];
+            if (pi && pi->g) pi->g[e] += go * dpi[e];
+            if (pxr && nd->disp == AV_DISP_GENE_CELL && pxr->g) pxr->g[e] += go * dth[e];
+        }
+        if (lib->g) lib->g[i] += go * L * (float)dl;
+    }
+    if (pxr && nd->disp != AV_DISP_GENE_CELL) {
+        /* per-gene parameters: accumulate serially over cells (cheap, race-free) */
+        for (int64_t i = 0; i < n; i++) {
+            float go = -y->g[i];
+            int64_t stride = 1, base = 0;
+            if (nd->disp != AV_DISP_GENE) {
+                stride = pxr->cols;
+                base = bt->cat[i * bt->n_cat + nd->code_col];
+            }
+            for (int64_t j = 0; j < G; j++) pxr->g[base + j * stride] += go * dth[i * G + j];
+        }
+    }
+}
+
+static void loss_forward(AvGraph *g, AvNode *nd, int backward) {
+    int nt = nd->code_col;
+    double ng = (double)g->batch->n_global, total = 0;
+    for (int t = 0; t < nt; t++) {
+        AvTensor *x = nd->in[t];
+        double s = 0;
+        for (int64_t i = 0; i < g->n; i++) {
+            if (backward) {
+                if (x->g) x->g[i] += nd->out->g[0] * (float)(nd->w[t] / ng);
+            } else {
+                s += x->v[i];
+            }
+        }
+        if (!backward) {
+            g->loss_terms[t] = s;
+            total += nd->w[t] * s;
+        }
+    }
+    if (!backward) nd->out->v[0] = (float)(total / ng);
+}
+
+static void input_forward(AvGraph *g, AvNode *nd) {
+    const AvBatch *bt = g->batch;
+    AvTensor *y = nd->out;
+    if (nd->kind == AV_OP_INPUT_COUNTS_LOG_LIB) {
+        for (int64_t i = 0; i < g->n; i++) {
+            double s = 0;
+            for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) s += bt->counts[k];
+            y->v[i] = (float)log(s);
+        }
+    } else {
+        memcpy(y->v, bt->cont, sizeof(float) * (size_t)(g->n * y->cols));
+    }
+}
+
+void av_node_forward(AvGraph *g, AvNode *nd) {
+    switch (nd->kind) {
+    case AV_OP_LINEAR:
+        linear_forward(g, nd);
+        break;
+    case AV_OP_BATCHNORM:
+        batchnorm_forward(g, nd);
+        break;
+    case AV_OP_LAYERNORM:
+        layernorm_forward(g, nd);
+        break;
+    case AV_OP_DROPOUT:
+        dropout_forward(g, nd);
+        break;
+    case AV_OP_KL_NORMAL:
+        kl_forward(g, nd, 0);
+        break;
+    case AV_OP_COUNT_NLL:
+        count_nll_forward(g, nd);
+        break;
+    case AV_OP_LOSS:
+        loss_forward(g, nd, 0);
+        break;
+    case AV_OP_INPUT_COUNTS_LOG_LIB:
+    case AV_OP_INPUT_CONT:
+        input_forward(g, nd);
+        break;
+    default:
+        node_forward_elementwise(g, nd);
+        break;
+    }
+}
+
+void av_node_backward(AvGraph *g, AvNode *nd) {
+    if (!nd->out->g) return;
+    switch (nd->kind) {
+    case AV_OP_LINEAR:
+        linear_backward(g, nd);
+        break;
+    case AV_OP_BATCHNORM:
+        batchnorm_backward(g, nd);
+        break;
+    case AV_OP_LAYERNORM:
+        layernorm_backward(g, nd);
+        break;
+    case AV_OP_KL_NORMAL:
+        kl_forward(g, nd, 1);
+        break;
+    case AV_OP_COUNT_NLL:
+        count_nll_backward(g, nd);
+        break;
+    case AV_OP_LOSS:
+        loss_forward(g, nd, 1);
+        break;
+    case AV_OP_INPUT_COUNTS_LOG_LIB:
+    case AV_OP_INPUT_CONT:
+        break;
+    default:
+        node_backward_elementwise(g, nd);
+        break;
+    }
+}

@@ -1,0 +1,15 @@
+/* Internal to the core: what graph.c and ops.c share. */
+#ifndef AV_OPS_IMPL_H
+#define AV_OPS_IMPL_H
+#include <stddef.h>
+
+#include "src/graph.h"
+
+void *av_arena_alloc(AvGraph *g, size_t bytes);
+AvTensor *av_act(AvGraph *g, int64_t rows, int64_t cols, int batch, int needs_grad);
+AvNode *av_node(AvGraph *g, AvOpKind kind);
+void av_mark_used(AvTensor *t);
+void av_node_forward(AvGraph *g, AvNode *nd);
+void av_node_backward(AvGraph *g, AvNode *nd);
+
+#endif
