@@ -12,7 +12,9 @@ void av_csr_free(AvCsr *m) {
     memset(m, 0, sizeof *m);
 }
 
-int64_t av_csr_nnz(const AvCsr *m) { return m->indptr ? m->indptr[m->n_rows] : 0; }
+int64_t av_csr_nnz(const AvCsr *m) {
+    return m->indptr ? m->indptr[m->n_rows] : 0;
+}
 
 void av_column_free(AvColumn *c) {
     free(c->name);

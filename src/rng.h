@@ -43,8 +43,12 @@ AV_HD AvRng4 av_philox(uint64_t key, uint32_t c0, uint32_t c1, uint32_t c2, uint
 }
 
 /* Uniform in (0, 1): never 0 or 1, safe for log. */
-AV_HD float av_u01(uint32_t x) { return ((float)(x >> 8) + 0.5f) * (1.0f / 16777216.0f); }
-AV_HD double av_u01d(uint32_t x) { return ((double)x + 0.5) * (1.0 / 4294967296.0); }
+AV_HD float av_u01(uint32_t x) {
+    return ((float)(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
+}
+AV_HD double av_u01d(uint32_t x) {
+    return ((double)x + 0.5) * (1.0 / 4294967296.0);
+}
 
 /* Named streams keep independent uses of the generator apart. */
 enum {
@@ -80,7 +84,9 @@ static inline uint32_t av_seq_u32(AvRngSeq *s) {
     }
     return s->buf.v[--s->left];
 }
-static inline double av_seq_uniform(AvRngSeq *s) { return av_u01d(av_seq_u32(s)); }
+static inline double av_seq_uniform(AvRngSeq *s) {
+    return av_u01d(av_seq_u32(s));
+}
 static inline double av_seq_normal(AvRngSeq *s) {
     double u1 = av_seq_uniform(s), u2 = av_seq_uniform(s);
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
@@ -114,7 +120,8 @@ static inline int64_t av_seq_poisson(AvRngSeq *s, double lam) {
         return k - 1;
     }
     double slam = sqrt(lam), loglam = log(lam);
-    double b = 0.931 + 2.53 * slam, a = -0.059 + 0.02483 * b, invalpha = 1.1239 + 1.1328 / (b - 3.4);
+    double b = 0.931 + 2.53 * slam, a = -0.059 + 0.02483 * b,
+           invalpha = 1.1239 + 1.1328 / (b - 3.4);
     double vr = 0.9277 - 3.6224 / (b - 2);
     for (;;) {
         double U = av_seq_uniform(s) - 0.5, V = av_seq_uniform(s);

@@ -24,9 +24,15 @@ static void *check(void *p, size_t bytes) {
     return p;
 }
 
-void *av_malloc(size_t bytes) { return check(malloc(bytes ? bytes : 1), bytes); }
-void *av_calloc(size_t n, size_t size) { return check(calloc(n ? n : 1, size ? size : 1), n * size); }
-void *av_realloc(void *p, size_t bytes) { return check(realloc(p, bytes ? bytes : 1), bytes); }
+void *av_malloc(size_t bytes) {
+    return check(malloc(bytes ? bytes : 1), bytes);
+}
+void *av_calloc(size_t n, size_t size) {
+    return check(calloc(n ? n : 1, size ? size : 1), n * size);
+}
+void *av_realloc(void *p, size_t bytes) {
+    return check(realloc(p, bytes ? bytes : 1), bytes);
+}
 char *av_strdup(const char *s) {
     size_t n = strlen(s) + 1;
     char *d = av_malloc(n);

@@ -9,7 +9,7 @@
 #define AV_ERRLEN 512
 int av_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-void *av_malloc(size_t bytes);         /* aborts with a message when memory runs out */
+void *av_malloc(size_t bytes); /* aborts with a message when memory runs out */
 void *av_calloc(size_t n, size_t size);
 void *av_realloc(void *p, size_t bytes);
 char *av_strdup(const char *s);
