@@ -48,4 +48,36 @@ int av_input_read_obs_column(AvInput *in, const char *key, AvColumn *out, char *
 /* Registers the LZF decoder (filter id 32000) with HDF5. Idempotent; called by open. */
 int av_register_lzf(void);
 
+/* ---- Additions (io/ readers) ------------------------------------------------------
+ * `layer` per format: .h5ad: NULL or "X" (X), "raw" (raw/X + raw/var), else
+ * layers/<name>. 10x v3 HDF5 and Matrix Market with a feature_type column: the feature
+ * type to keep (NULL = "Gene Expression", like scanpy's gex_only; "all" keeps every
+ * feature). 10x v2 HDF5: the genome group (required when there are several). loom: NULL
+ * or "matrix" (/matrix), else layers/<name>.
+ *
+ * av_input_read_indptr counts stored entries per row (explicit zeros included) for
+ * CSR/CSC/10x files and non-zeros for dense ones: use it to plan shards; read_rows
+ * drops explicit zeros, so its nnz can be slightly lower. */
+
+const char *av_format_name(AvFormat f); /* "h5ad", "10x-h5", "mtx", "loom" */
+
+/* Reads one var column (h5ad var or raw/var, loom row_attrs, 10x/mtx gene_ids,
+ * feature_types, genome) of length n_vars. */
+int av_input_read_var_column(AvInput *in, const char *key, AvColumn *out, char *err);
+
+/* Names of the var columns / of the selectable layers (h5ad layers plus "raw" when
+ * raw/X exists; loom layers; 10x feature types or v2 genomes). The arrays belong to in. */
+int av_input_var_columns(const AvInput *in, char ***names);
+int av_input_layers(const AvInput *in, char ***names);
+
+/* Stored value type of the matrix ("float32", "int64", ...) and its layout ("csr",
+ * "csc", "dense", "dense genes x cells", ...). Strings belong to in. */
+const char *av_input_dtype(const AvInput *in);
+const char *av_input_storage(const AvInput *in);
+
+/* Turns a STRING or NUMERIC column into a CATEGORICAL one with sorted unique categories
+ * (numbers printed as "0", "1", "2.5"; NaN becomes code -1), as pandas' astype("category")
+ * does. Categoricals are left as they are. */
+int av_column_to_categorical(AvColumn *c);
+
 #endif
