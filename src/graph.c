@@ -129,6 +129,15 @@ void av_graph_forward(AvGraph *g, const AvBatch *batch) {
     for (int i = 0; i < g->n_nodes; i++) av_node_forward(g, &g->nodes[i]);
 }
 
+void av_graph_forward_until(AvGraph *g, const AvBatch *batch, const AvTensor *until) {
+    g->batch = batch;
+    g->n = batch->n;
+    for (int i = 0; i < g->n_nodes; i++) {
+        av_node_forward(g, &g->nodes[i]);
+        if (g->nodes[i].out == until) break;
+    }
+}
+
 void av_graph_backward(AvGraph *g) {
     memset(g->param_g, 0, sizeof(float) * (size_t)g->param_size);
     for (int i = 0; i < g->n_acts; i++) {

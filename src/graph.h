@@ -151,6 +151,9 @@ AvTensor *av_op_exp_eps(AvGraph *g, AvTensor *x, float eps);
  * noise buffer is the returned node's aux; av_noise_of() exposes it to tests. */
 AvTensor *av_op_reparam(AvGraph *g, AvTensor *mu, AvTensor *var);
 float *av_noise_of(AvGraph *g, AvTensor *z);
+/* The mask buffer [max_batch, cols] of the k-th dropout node in graph order (entries 0
+ * or 1/(1-p)); with g->fill_noise = 0 forward uses it as it is (tests set it). */
+float *av_dropout_mask(AvGraph *g, int k);
 /* Row softmax. */
 AvTensor *av_op_softmax(AvGraph *g, AvTensor *x);
 /* Per cell KL(N(mu, sqrt(var)) || prior) summed over columns [n,1]. Prior N(0,1) when
@@ -172,6 +175,8 @@ void av_loss_set_weight(AvGraph *g, int term, float w);
  * gradients and accumulates d loss / d everything into param_g. */
 void av_graph_forward(AvGraph *g, const AvBatch *batch);
 void av_graph_backward(AvGraph *g);
+/* Forward only as far as the node that produces `until` (inference needs no loss). */
+void av_graph_forward_until(AvGraph *g, const AvBatch *batch, const AvTensor *until);
 
 static inline int64_t av_rows(const AvGraph *g, const AvTensor *t) {
     return t->batch ? g->n : t->rows;
