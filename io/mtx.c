@@ -158,9 +158,15 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
         ci[k] = (int32_t)(c - 1);
         vv[k++] = (float)v;
         continue;
-    bad:
-        rc = av_err(err, "%s: line %lld: expected 'row col%s'", path, (long long)lineno,
-                    pattern ? "" : " value");
+    bad:;
+        int ze = Z_OK;
+        const char *zmsg = gzerror(g, &ze);
+        if (ze != Z_OK && ze != Z_STREAM_END)
+            rc = av_err(err, "%s: line %lld: %s: the file looks truncated or corrupt", path,
+                        (long long)lineno, zmsg);
+        else
+            rc = av_err(err, "%s: line %lld: expected 'row col%s'", path, (long long)lineno,
+                        pattern ? "" : " value");
     }
     if (!rc && k < nnz) {
         int ze;

@@ -1,0 +1,8 @@
+# io/ readers: every shared data file against values established with h5py/scipy
+# (tests/make_io_expected.py -> tests/io_expected/expected.txt), synthetic fixtures
+# generated at test time (LZF, gzip, CSC, legacy 0.7, 10x v2, Matrix Market), bad inputs.
+av_test(test_io_files test_io_files.c "av_io" ${CMAKE_SOURCE_DIR}/tests/io_expected/expected.txt)
+av_test(test_io_fixtures test_io_files.c "av_io" --fixtures ${CMAKE_CURRENT_BINARY_DIR}/io_fixtures)
+av_test(test_io_bad test_io_bad.c "av_io" ${CMAKE_CURRENT_BINARY_DIR}/io_bad)
+set_tests_properties(test_io_bad PROPERTIES ENVIRONMENT
+  "AV_DATA=${AV_DATA};AV_SRC=${CMAKE_SOURCE_DIR};AV_BIN=$<TARGET_FILE:atlasvi>")
