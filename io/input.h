@@ -57,7 +57,10 @@ int av_register_lzf(void);
  *
  * av_input_read_indptr counts stored entries per row (explicit zeros included) for
  * CSR/CSC/10x files and non-zeros for dense ones: use it to plan shards; read_rows
- * drops explicit zeros, so its nnz can be slightly lower. */
+ * drops explicit zeros, so its nnz can be slightly lower.
+ *
+ * HDF5 (Debian's parallel build) is not thread-safe: call these from one thread at a
+ * time per process (a prefetch thread must not overlap with other reads). */
 
 const char *av_format_name(AvFormat f); /* "h5ad", "10x-h5", "mtx", "loom" */
 

@@ -87,9 +87,10 @@ static int info(const char *path, const char *layer, char *err) {
         printf("matrix   %s: %lld cells x %lld features, %s %s\n", in.matrix_name,
                (long long)in.n_obs, (long long)in.n_vars, av_input_storage(&in),
                av_input_dtype(&in));
-        printf("nnz      %lld (%.2f%% dense), per cell %lld..%lld\n", (long long)nnz,
-               cells > 0 ? 100.0 * (double)nnz / cells : 0.0, (long long)(in.n_obs ? lo : 0),
-               (long long)hi);
+        int dense = !strncmp(av_input_storage(&in), "dense", 5);
+        printf("nnz      %lld %s (%.2f%% of entries), per cell %lld..%lld\n", (long long)nnz,
+               dense ? "non-zeros" : "stored", cells > 0 ? 100.0 * (double)nnz / cells : 0.0,
+               (long long)(in.n_obs ? lo : 0), (long long)hi);
         char **layers;
         int nl = av_input_layers(&in, &layers);
         const char *lab = in.format == AV_FMT_10X_H5 ? "types" : "layers";
