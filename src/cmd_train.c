@@ -1,10 +1,209 @@
+/* atlasvi train: scvi.model.SCVI(adata, ...).train(...) from the command line, on one
+ * process or many MPI ranks. */
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
+#include "dist/dist.h"
+#include "src/app.h"
 #include "src/cli.h"
+#include "src/cmd_common.h"
+#include "src/util.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: atlasvi train INPUT [options]\n"
+            "\n"
+            "Trains scVI on the counts of INPUT (.h5ad, 10x .h5, loom, or a Matrix Market folder)\n"
+            "and writes the latent (obsm) and a model file. Under mpirun each rank reads and\n"
+            "trains on its own block of cells; --batch-size is the global minibatch.\n"
+            "\n"
+            "data (scvi.model.SCVI.setup_anndata):\n"
+            "  --layer NAME                   counts from layers/NAME ('raw' = raw/X); default X\n"
+            "  --batch-key KEY                obs column of batches\n"
+            "  --labels-key KEY               obs column of labels (used by gene-label)\n"
+            "  --categorical-covariate-keys K1,K2   extra categorical covariates\n"
+            "  --continuous-covariate-keys K1,K2    extra continuous covariates\n"
+            "model (scvi.model.SCVI):\n"
+            "  --n-hidden 128  --n-latent 10  --n-layers 1  --dropout-rate 0.1\n"
+            "  --dispersion gene|gene-batch|gene-label|gene-cell        (gene)\n"
+            "  --gene-likelihood zinb|nb|poisson                        (zinb)\n"
+            "  --latent-distribution normal|ln                          (normal)\n"
+            "  --use-observed-lib-size true|false                       (true)\n"
+            "  --encode-covariates true|false                           (false)\n"
+            "  --deeply-inject-covariates true|false                    (true)\n"
+            "  --use-batch-norm none|encoder|decoder|both               (both)\n"
+            "  --use-layer-norm none|encoder|decoder|both               (none)\n"
+            "training (SCVI.train):\n"
+            "  --max-epochs N        default min(round(20000/n_cells*400), 400)\n"
+            "  --batch-size 128  --train-size 0.9  --lr 0.001  --weight-decay 1e-6\n"
+            "  --n-epochs-kl-warmup 400  --early-stopping  --early-stopping-patience 45\n"
+            "  --reduce-lr-on-plateau  --lr-patience 30  --lr-factor 0.6\n"
+            "  --check-val-every-n-epoch N  --seed 0  --threads T (per rank)\n"
+            "outputs:\n"
+            "  --output OUT.h5ad     new .h5ad with obs, var and obsm[latent key]\n"
+            "  --write-input         write obsm[latent key] into INPUT itself (atomically)\n"
+            "  --latent-key X_scVI   --model-out MODEL.h5   --resume MODEL.h5\n"
+            "  --metrics FILE        per-epoch metrics as JSON lines ('-' = stdout)\n"
+            "  --no-progress         no progress bar (shown on a terminal by default)\n");
+}
 
 int av_cmd_train(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "atlasvi: error: 'train' is not built yet\n");
-    return 2;
+    AvScviConfig cfg;
+    AvTrainOptions to;
+    AvSetup setup = {0};
+    AvRunOptions ro;
+    av_scvi_defaults(&cfg);
+    av_train_defaults(&to);
+    av_run_defaults(&ro);
+    to.progress = isatty(2);
+    const char *input = NULL, *resume = NULL, *metrics = NULL;
+    char err[AV_ERRLEN] = "";
+    int bad = 0;
+    for (int i = 1; i < argc && !bad; i++) {
+        const char *a = argv[i], *v;
+        int missing = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            if (dist_rank() == 0) usage(stdout);
+            return 0;
+        }
+        int used = av_parse_setup_option(argc, argv, &i, &setup, &cfg, err) ||
+                   av_parse_model_option(argc, argv, &i, &cfg, err) ||
+                   av_parse_run_option(argc, argv, &i, &ro, err);
+        if (*err) {
+            bad = 1;
+        } else if (used) {
+        } else if ((v = av_opt(argc, argv, &i, "--max-epochs", &missing))) {
+            bad = av_parse_int(v, "--max-epochs", 1, 1000000, &to.max_epochs, err);
+        } else if ((v = av_opt(argc, argv, &i, "--batch-size", &missing))) {
+            bad = av_parse_int(v, "--batch-size", 2, 1 << 24, &to.batch_size, err);
+        } else if ((v = av_opt(argc, argv, &i, "--train-size", &missing))) {
+            bad = av_parse_double(v, "--train-size", 1e-9, 1.0, &to.train_size, err);
+            to.train_size_given = 1;
+        } else if ((v = av_opt(argc, argv, &i, "--lr", &missing))) {
+            bad = av_parse_float(v, "--lr", 0, 10, &to.lr, err);
+        } else if ((v = av_opt(argc, argv, &i, "--weight-decay", &missing))) {
+            bad = av_parse_float(v, "--weight-decay", 0, 10, &to.weight_decay, err);
+        } else if ((v = av_opt(argc, argv, &i, "--n-epochs-kl-warmup", &missing))) {
+            bad = av_parse_int(v, "--n-epochs-kl-warmup", 1, 1000000, &to.n_epochs_kl_warmup, err);
+        } else if (!strcmp(a, "--early-stopping")) {
+            to.early_stopping = 1;
+        } else if ((v = av_opt(argc, argv, &i, "--early-stopping-patience", &missing))) {
+            bad = av_parse_int(v, a, 1, 1000000, &to.early_stopping_patience, err);
+        } else if (!strcmp(a, "--reduce-lr-on-plateau")) {
+            to.reduce_lr_on_plateau = 1;
+        } else if ((v = av_opt(argc, argv, &i, "--lr-patience", &missing))) {
+            bad = av_parse_int(v, a, 1, 1000000, &to.lr_patience, err);
+        } else if ((v = av_opt(argc, argv, &i, "--lr-factor", &missing))) {
+            bad = av_parse_float(v, a, 0, 1, &to.lr_factor, err);
+        } else if ((v = av_opt(argc, argv, &i, "--check-val-every-n-epoch", &missing))) {
+            bad = av_parse_int(v, a, 1, 1000000, &to.check_val_every_n_epoch, err);
+        } else if ((v = av_opt(argc, argv, &i, "--resume", &missing))) {
+            resume = v;
+        } else if ((v = av_opt(argc, argv, &i, "--metrics", &missing))) {
+            metrics = v;
+        } else if (!strcmp(a, "--no-progress")) {
+            to.progress = 0;
+        } else if (a[0] == '-' && !missing) {
+            bad = av_err(err, "unknown option '%s' (see atlasvi train --help)", a) != 0;
+        } else if (!missing && !input) {
+            input = a;
+        } else if (!missing) {
+            bad = av_err(err, "unexpected argument '%s'", a) != 0;
+        }
+        if (missing) bad = av_err(err, "option '%s' needs a value", a) != 0;
+    }
+    if (!bad && !input) bad = av_err(err, "no input file given (see atlasvi train --help)") != 0;
+    if (!bad && !ro.output && !ro.inplace && !ro.model_out)
+        bad = av_err(err,
+                     "nothing to write: give --output OUT.h5ad, --write-input or --model-out") != 0;
+    if (bad) {
+        if (dist_rank() == 0) fprintf(stderr, "atlasvi: error: %s\n", err);
+        av_setup_free(&setup);
+        return 1;
+    }
+    to.seed = ro.seed;
+    if (ro.threads > 0) omp_set_num_threads(ro.threads);
+
+    /* Resume: the model file holds the registry, the weights and the optimiser state;
+     * the input is registered against that registry. */
+    AvScvi model = {0};
+    AvOptState st = {0};
+    AvHistory hist = {0};
+    AvTrainData data = {0};
+    AvComm comm = av_comm_world();
+    int rc = 0;
+    if (resume) {
+        AvSetup saved = {0};
+        rc = av_model_load(resume, &model, &saved, &st, &hist, to.batch_size, err);
+        if (dist_any_failed(rc, err)) {
+            av_setup_free(&setup);
+            return 1;
+        }
+        av_setup_free(&setup);
+        av_setup_copy_keys(&setup, &saved);
+        rc = av_setup_load(&setup, input, &saved, &data, err);
+        av_setup_free(&saved);
+        if (rc) goto done;
+        cfg = model.cfg;
+    } else {
+        if (av_setup_load(&setup, input, NULL, &data, err)) {
+            av_setup_free(&setup);
+            return 1;
+        }
+        cfg.n_input = setup.n_vars;
+        cfg.n_batch = (int)setup.n_categories[0];
+        cfg.n_labels = (int)setup.n_categories[1];
+        cfg.n_extra_cat = setup.n_extra_cat;
+        for (int k = 0; k < setup.n_extra_cat; k++)
+            cfg.extra_cat_sizes[k] = (int)setup.n_categories[2 + k];
+        cfg.n_cont = setup.n_cont;
+        av_scvi_build(&model, &cfg, to.batch_size, ro.seed);
+        av_opt_state_init(&st, &model, &to);
+    }
+    if (!cfg.use_observed_lib_size) {
+        double *pm = av_malloc(sizeof(double) * (size_t)cfg.n_batch);
+        double *pv = av_malloc(sizeof(double) * (size_t)cfg.n_batch);
+        av_library_prior(&data, &comm, cfg.n_batch, pm, pv);
+        av_scvi_set_library_prior(&model, pm, pv);
+        free(pm);
+        free(pv);
+    }
+    /* every rank starts from rank 0's weights */
+    dist_bcast(model.g.param_v, (int64_t)sizeof(float) * model.g.param_size, 0);
+
+    FILE *mf = NULL;
+    if (metrics && dist_rank() == 0) mf = !strcmp(metrics, "-") ? stdout : fopen(metrics, "w");
+    rc = metrics && dist_rank() == 0 && !mf ? av_err(err, "cannot write metrics to '%s'", metrics)
+                                            : 0;
+    if (dist_any_failed(rc, err)) goto done;
+    to.metrics = mf;
+    int max_epochs = to.max_epochs > 0 ? to.max_epochs : av_default_max_epochs(data.n_obs);
+    if (dist_rank() == 0)
+        fprintf(stderr,
+                "atlasvi: training scVI on %lld cells x %lld genes, %d batch(es), %d rank(s) x %d "
+                "thread(s), %d epochs, batch size %d\n",
+                (long long)data.n_obs, (long long)setup.n_vars, cfg.n_batch, dist_size(),
+                omp_get_max_threads(), max_epochs, to.batch_size);
+    rc = av_train(&model, &data, &to, &comm, &st, &hist, err);
+    if (mf && mf != stdout) fclose(mf);
+    if (dist_any_failed(rc, err)) goto done;
+    rc = av_finish_run(&ro, input, &setup, &model, &data, &st, &hist, err);
+    if (!rc && dist_rank() == 0) {
+        int e = hist.n_epochs - 1;
+        printf("trained scVI: %lld cells x %lld genes, %d epochs in %.1f s (%.0f cells/s, %d "
+               "rank(s)); elbo_train %.2f, reconstruction %.2f, kl %.2f\n",
+               (long long)data.n_obs, (long long)setup.n_vars, hist.n_epochs, hist.seconds,
+               hist.cells_per_s, dist_size(), e >= 0 ? hist.elbo_train[e] : 0,
+               e >= 0 ? hist.rec_train[e] : 0, e >= 0 ? hist.kl_train[e] : 0);
+    }
+done:
+    av_history_free(&hist);
+    av_opt_state_free(&st);
+    av_scvi_free(&model);
+    av_train_data_free(&data);
+    av_setup_free(&setup);
+    return rc ? 1 : 0;
 }

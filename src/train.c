@@ -119,13 +119,16 @@ static const AvBatch *mini_fill(Mini *mb, const AvTrainData *d, const int64_t *r
         memcpy(mb->counts + nz, d->x.data + a, sizeof(float) * (size_t)(e - a));
         nz += e - a;
         mb->cell[i] = d->row0 + r;
-        if (d->n_cat) memcpy(mb->cat + i * d->n_cat, d->cat + r * d->n_cat, sizeof(int32_t) * (size_t)d->n_cat);
+        if (d->n_cat)
+            memcpy(mb->cat + i * d->n_cat, d->cat + r * d->n_cat,
+                   sizeof(int32_t) * (size_t)d->n_cat);
         if (d->n_cont)
-            memcpy(mb->cont + i * d->n_cont, d->cont + r * d->n_cont, sizeof(float) * (size_t)d->n_cont);
+            memcpy(mb->cont + i * d->n_cont, d->cont + r * d->n_cont,
+                   sizeof(float) * (size_t)d->n_cont);
     }
     mb->indptr[n] = nz;
-    AvBatch b = {(int)n,     n_global,  mb->cell, mb->indptr, mb->indices,
-                 mb->counts, d->n_cat,  mb->cat,  d->n_cont,  mb->cont};
+    AvBatch b = {(int)n,     n_global, mb->cell, mb->indptr, mb->indices,
+                 mb->counts, d->n_cat, mb->cat,  d->n_cont,  mb->cont};
     mb->b = b;
     return &mb->b;
 }
@@ -133,7 +136,8 @@ static const AvBatch *mini_fill(Mini *mb, const AvTrainData *d, const int64_t *r
 /* ------------------------------------------------------------------ split */
 
 static uint64_t split_key(uint64_t seed, int64_t cell) {
-    AvRng4 r = av_philox(seed, (uint32_t)cell, (uint32_t)((uint64_t)cell >> 32), AV_STREAM_SPLIT, 0);
+    AvRng4 r =
+        av_philox(seed, (uint32_t)cell, (uint32_t)((uint64_t)cell >> 32), AV_STREAM_SPLIT, 0);
     return ((uint64_t)r.v[0] << 32) | r.v[1];
 }
 
@@ -151,8 +155,10 @@ static void split_cells(const AvTrainData *d, const AvComm *c, uint64_t seed, in
         double cnt = 0;
         for (int64_t i = 0; i < n; i++) cnt += keys[i] < mid;
         if (c->size > 1) c->allreduce_f64(&cnt, 1);
-        if ((int64_t)cnt <= n_val) lo = mid;
-        else hi = mid;
+        if ((int64_t)cnt <= n_val)
+            lo = mid;
+        else
+            hi = mid;
     }
     for (int64_t i = 0; i < n; i++) is_val[i] = keys[i] < lo || (n_val > 0 && keys[i] == lo);
     free(keys);
@@ -199,7 +205,8 @@ static void evaluate(AvScvi *m, const AvTrainData *d, Mini *mb, const int64_t *r
         double kl = g->loss_terms[1] + (m->kl_l ? g->loss_terms[2] : 0);
         sums[0] += g->loss_terms[0];
         sums[1] += kl;
-        sums[2] += g->loss_terms[0] + kl_weight * g->loss_terms[1] + (m->kl_l ? g->loss_terms[2] : 0);
+        sums[2] +=
+            g->loss_terms[0] + kl_weight * g->loss_terms[1] + (m->kl_l ? g->loss_terms[2] : 0);
     }
     g->training = 1;
 }
@@ -223,8 +230,10 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
     int64_t *val_rows = av_malloc(sizeof(int64_t) * (size_t)(n_local + 1));
     int64_t nt = 0, nv = 0;
     for (int64_t i = 0; i < n_local; i++) {
-        if (is_val[i]) val_rows[nv++] = i;
-        else train_rows[nt++] = i;
+        if (is_val[i])
+            val_rows[nv++] = i;
+        else
+            train_rows[nt++] = i;
     }
     free(is_val);
 
@@ -238,7 +247,8 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         free(counts);
         free(train_rows);
         free(val_rows);
-        return av_err(err, "too few training cells (%lld): need at least 2", (long long)n_train_all);
+        return av_err(err, "too few training cells (%lld): need at least 2",
+                      (long long)n_train_all);
     }
     int64_t steps = (n_train_all + B - 1) / B;
 
@@ -295,8 +305,15 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         if (c->size > 1) c->allreduce_f64(all, 8);
         cells_done += (int64_t)all[2];
         double elapsed = av_now() - t0;
-        double row[9] = {(all[0] + all[1]) / all[2], all[0] / all[2], all[1] / all[2], all[3] / (double)steps, klw,
-                         NAN, NAN, NAN, NAN};
+        double row[9] = {(all[0] + all[1]) / all[2],
+                         all[0] / all[2],
+                         all[1] / all[2],
+                         all[3] / (double)steps,
+                         klw,
+                         NAN,
+                         NAN,
+                         NAN,
+                         NAN};
         if (run_val && all[6] > 0) {
             row[5] = (all[4] + all[5]) / all[6];
             row[6] = all[4] / all[6];
@@ -317,14 +334,16 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                         ", \"elbo_validation\": %.6g, \"reconstruction_loss_validation\": %.6g, "
                         "\"kl_local_validation\": %.6g, \"validation_loss\": %.6g",
                         row[5], row[6], row[7], row[8]);
-            fprintf(o->metrics, ", \"lr\": %.6g, \"seconds\": %.3f, \"cells_per_s\": %.1f}\n", st->lr,
-                    elapsed, hist->cells_per_s);
+            fprintf(o->metrics, ", \"lr\": %.6g, \"seconds\": %.3f, \"cells_per_s\": %.1f}\n",
+                    st->lr, elapsed, hist->cells_per_s);
             fflush(o->metrics);
         }
         progress(o, c, epoch, max_epochs, row[3], hist->cells_per_s, elapsed);
         if (!isfinite(row[0])) {
             stop = 1;
-            if (c->rank == 0) fprintf(stderr, "\natlasvi: warning: loss is not finite at epoch %d; stopping\n", epoch);
+            if (c->rank == 0)
+                fprintf(stderr, "\natlasvi: warning: loss is not finite at epoch %d; stopping\n",
+                        epoch);
         }
         if (run_val && !isnan(row[5])) {
             /* Early stopping (6.6) and LR on plateau (6.7) see identical reduced values on
@@ -336,10 +355,12 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                 st->bad_epochs = 0;
             } else if (++st->bad_epochs >= o->early_stopping_patience && o->early_stopping) {
                 stop = 1;
-                if (c->rank == 0 && o->progress) fprintf(stderr, "\nEarly stopping at epoch %d\n", epoch + 1);
+                if (c->rank == 0 && o->progress)
+                    fprintf(stderr, "\nEarly stopping at epoch %d\n", epoch + 1);
             }
             if (o->reduce_lr_on_plateau) {
-                if (st->bad_epochs == 0) st->bad_epochs_lr = 0;
+                if (st->bad_epochs == 0)
+                    st->bad_epochs_lr = 0;
                 else if (++st->bad_epochs_lr > o->lr_patience) {
                     st->lr = st->lr * o->lr_factor > o->lr_min ? st->lr * o->lr_factor : o->lr_min;
                     st->bad_epochs_lr = 0;
@@ -432,7 +453,8 @@ void av_normalized(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batc
     mini_free(&mb);
 }
 
-void av_library_prior(const AvTrainData *d, const AvComm *c, int n_batch, double *mean, double *var) {
+void av_library_prior(const AvTrainData *d, const AvComm *c, int n_batch, double *mean,
+                      double *var) {
     /* sums of log counts and their squares per batch, reduced over ranks */
     double *s = av_calloc((size_t)(3 * n_batch), sizeof(double));
     for (int64_t i = 0; i < d->x.n_rows; i++) {

@@ -81,8 +81,8 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
 
 /* Eval-mode latent of every local cell: mean (give_mean) of q(z|x), or its variance.
  * For the ln latent the mean is a Monte-Carlo estimate of E[softmax(z)]. */
-void av_latent(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batch_size,
-               float *mean, float *var);
+void av_latent(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batch_size, float *mean,
+               float *var);
 
 /* Normalized expression rho * library_size of every local cell (eval mode, n_samples
  * posterior samples averaged; transform_batch >= 0 decodes every cell in that batch). */

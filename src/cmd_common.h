@@ -1,0 +1,39 @@
+/* Option parsing and the end of a run, shared by train, latent and normalize. */
+#ifndef AV_CMD_COMMON_H
+#define AV_CMD_COMMON_H
+#include <stdint.h>
+
+#include "src/app.h"
+
+/* Outputs and run settings common to the subcommands. */
+typedef struct {
+    const char *output; /* new .h5ad */
+    int inplace;        /* write obsm into the input */
+    const char *latent_key;
+    const char *model_out;
+    uint64_t seed;
+    int threads;
+    const char *normalized_layer; /* also write normalized expression to this layer */
+    float library_size;
+    int n_samples;
+    const char *transform_batch; /* a batch category, or NULL */
+} AvRunOptions;
+
+void av_run_defaults(AvRunOptions *r);
+
+/* Each returns 1 when argv[*i] was its option (advancing *i past a value), 0 otherwise;
+ * on a bad or missing value they return 1 and fill err. */
+int av_parse_setup_option(int argc, char **argv, int *i, AvSetup *s, AvScviConfig *c, char *err);
+int av_parse_model_option(int argc, char **argv, int *i, AvScviConfig *c, char *err);
+int av_parse_run_option(int argc, char **argv, int *i, AvRunOptions *r, char *err);
+
+int av_parse_int(const char *v, const char *name, long lo, long hi, int *out, char *err);
+int av_parse_float(const char *v, const char *name, double lo, double hi, float *out, char *err);
+int av_parse_double(const char *v, const char *name, double lo, double hi, double *out, char *err);
+
+/* Collective: latent (and normalized expression when asked) gathered to rank 0 and
+ * written, then the model file saved. */
+int av_finish_run(const AvRunOptions *r, const char *input, const AvSetup *s, AvScvi *m,
+                  const AvTrainData *d, const AvOptState *st, const AvHistory *h, char *err);
+
+#endif
