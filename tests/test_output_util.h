@@ -19,7 +19,7 @@ static int tu_fails = 0;
     } while (0)
 
 /* A scalar vlen UTF-8 string attribute with this value. */
-static int tu_attr_is(hid_t loc, const char *obj, const char *name, const char *want) {
+static inline int tu_attr_is(hid_t loc, const char *obj, const char *name, const char *want) {
     hid_t a = H5Aopen_by_name(loc, obj, name, H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0) return 0;
     hid_t t = H5Aget_type(a), s = H5Aget_space(a);
@@ -40,14 +40,14 @@ static int tu_attr_is(hid_t loc, const char *obj, const char *name, const char *
     return ok;
 }
 
-static int tu_enc(hid_t f, const char *obj, const char *type, const char *version) {
+static inline int tu_enc(hid_t f, const char *obj, const char *type, const char *version) {
     return tu_attr_is(f, obj, "encoding-type", type) &&
            tu_attr_is(f, obj, "encoding-version", version);
 }
 
 /* Dataset of this class/size (size 0 = any) and shape (ndims 1 or 2). */
-static int tu_dset(hid_t f, const char *name, H5T_class_t cls, size_t size, int ndims, long long d0,
-                   long long d1) {
+static inline int tu_dset(hid_t f, const char *name, H5T_class_t cls, size_t size, int ndims,
+                          long long d0, long long d1) {
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
     if (d < 0) return 0;
     hid_t t = H5Dget_type(d), s = H5Dget_space(d);
@@ -65,7 +65,7 @@ static int tu_dset(hid_t f, const char *name, H5T_class_t cls, size_t size, int 
 }
 
 /* ordered: scalar enum of i8 with FALSE = 0, TRUE = 1, value 0. */
-static int tu_ordered_false(hid_t f, const char *obj) {
+static inline int tu_ordered_false(hid_t f, const char *obj) {
     hid_t a = H5Aopen_by_name(f, obj, "ordered", H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0) return 0;
     hid_t t = H5Aget_type(a), s = H5Aget_space(a);
@@ -90,7 +90,7 @@ static int tu_ordered_false(hid_t f, const char *obj) {
 }
 
 /* column-order: vlen strings equal to want (n > 0) or an empty f64 array (n == 0). */
-static int tu_column_order(hid_t f, const char *obj, const char *const *want, int n) {
+static inline int tu_column_order(hid_t f, const char *obj, const char *const *want, int n) {
     hid_t a = H5Aopen_by_name(f, obj, "column-order", H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0) return 0;
     hid_t t = H5Aget_type(a), s = H5Aget_space(a);
@@ -116,8 +116,8 @@ static int tu_column_order(hid_t f, const char *obj, const char *const *want, in
 }
 
 /* Dataframe group: encoding, _index, index dataset of length n, creation order tracked. */
-static int tu_dataframe(hid_t f, const char *obj, long long n, const char *const *cols,
-                        int n_cols) {
+static inline int tu_dataframe(hid_t f, const char *obj, long long n, const char *const *cols,
+                               int n_cols) {
     int ok = tu_enc(f, obj, "dataframe", "0.2.0") && tu_attr_is(f, obj, "_index", "_index") &&
              tu_column_order(f, obj, cols, n_cols);
     char idx[256];
@@ -126,7 +126,7 @@ static int tu_dataframe(hid_t f, const char *obj, long long n, const char *const
     return ok;
 }
 
-static int tu_tracked(hid_t f, const char *obj) {
+static inline int tu_tracked(hid_t f, const char *obj) {
     hid_t g = H5Gopen2(f, obj, H5P_DEFAULT);
     if (g < 0) return 0;
     hid_t p = H5Gget_create_plist(g);
@@ -139,7 +139,7 @@ static int tu_tracked(hid_t f, const char *obj) {
 }
 
 /* shape attribute: i64, SIMPLE (2). */
-static int tu_shape(hid_t f, const char *obj, long long r, long long c) {
+static inline int tu_shape(hid_t f, const char *obj, long long r, long long c) {
     hid_t a = H5Aopen_by_name(f, obj, "shape", H5P_DEFAULT, H5P_DEFAULT);
     if (a < 0) return 0;
     hid_t t = H5Aget_type(a), s = H5Aget_space(a);
@@ -153,7 +153,7 @@ static int tu_shape(hid_t f, const char *obj, long long r, long long c) {
 }
 
 /* Reads a string from a 1-D vlen string dataset at index i (malloc'ed). */
-static char *tu_string_at(hid_t f, const char *name, long long i) {
+static inline char *tu_string_at(hid_t f, const char *name, long long i) {
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
     if (d < 0) return NULL;
     hid_t fs = H5Dget_space(d);
@@ -176,7 +176,8 @@ static char *tu_string_at(hid_t f, const char *name, long long i) {
 }
 
 /* Reads a whole 1-D numeric dataset converted to mem_type into a malloc'ed buffer. */
-static void *tu_read_all(hid_t f, const char *name, hid_t mem_type, size_t elem, long long *n) {
+static inline void *tu_read_all(hid_t f, const char *name, hid_t mem_type, size_t elem,
+                                long long *n) {
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
     if (d < 0) return NULL;
     hid_t s = H5Dget_space(d);
