@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,4 +210,69 @@ int av_finish_run(const AvRunOptions *r, const char *input, const AvSetup *s, Av
     free(z_all);
     free(norm_all);
     return rc;
+}
+
+static void apply_usage(int normalize) {
+    printf("usage: atlasvi %s MODEL.h5 INPUT --output OUT.h5ad | --write-input [options]\n\n",
+           normalize ? "normalize" : "latent");
+    printf("Applies a saved scVI model to INPUT (the same genes, in the same order; batch and\n"
+           "covariate categories known to the model) and writes %s.\n\n",
+           normalize ? "layers/<name> (and obsm)" : "obsm/<latent key>");
+    printf("  --output OUT.h5ad        new .h5ad with obs, var and the result\n"
+           "  --write-input            write obsm into INPUT itself, atomically\n"
+           "  --latent-key X_scVI      obsm key of the latent\n");
+    if (normalize)
+        printf("  --normalized-layer scvi_normalized   layer name\n"
+               "  --library-size 1         scale of rho (1e4: counts per 10k)\n"
+               "  --n-samples 1            posterior samples averaged\n"
+               "  --transform-batch B      decode every cell in batch B\n");
+    printf("  --seed 0  --threads T\n");
+}
+
+int av_cmd_apply(int argc, char **argv, int normalize) {
+    AvRunOptions ro;
+    av_run_defaults(&ro);
+    if (normalize) ro.normalized_layer = "scvi_normalized";
+    const char *pos[2] = {NULL, NULL};
+    int npos = 0, bad = 0;
+    char err[AV_ERRLEN] = "";
+    for (int i = 1; i < argc && !bad; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            if (dist_rank() == 0) apply_usage(normalize);
+            return 0;
+        }
+        if (av_parse_run_option(argc, argv, &i, &ro, err)) {
+            bad = *err != 0;
+        } else if (argv[i][0] == '-') {
+            bad = av_err(err, "unknown option '%s'", argv[i]) != 0;
+        } else if (npos < 2) {
+            pos[npos++] = argv[i];
+        } else {
+            bad = av_err(err, "unexpected argument '%s'", argv[i]) != 0;
+        }
+    }
+    if (!bad && npos < 2) bad = av_err(err, "need MODEL.h5 and INPUT (see --help)") != 0;
+    if (!bad && !ro.output && !ro.inplace)
+        bad = av_err(err, "give --output OUT.h5ad or --write-input") != 0;
+    if (!bad && normalize && ro.inplace && !ro.output)
+        bad = av_err(err, "normalize writes a layer: give --output OUT.h5ad") != 0;
+    if (bad) {
+        if (dist_rank() == 0) fprintf(stderr, "atlasvi: error: %s\n", err);
+        return 1;
+    }
+    if (ro.threads > 0) omp_set_num_threads(ro.threads);
+    AvScvi m = {0};
+    AvSetup saved = {0}, s = {0};
+    AvTrainData d = {0};
+    int rc = av_model_load(pos[0], &m, &saved, NULL, NULL, 128, err);
+    if (dist_any_failed(rc, err)) return 1;
+    m.g.seed = ro.seed;
+    av_setup_copy_keys(&s, &saved);
+    rc = av_setup_load(&s, pos[1], &saved, &d, err);
+    if (!rc) rc = av_finish_run(&ro, pos[1], &s, &m, &d, NULL, NULL, err);
+    av_train_data_free(&d);
+    av_setup_free(&s);
+    av_setup_free(&saved);
+    av_scvi_free(&m);
+    return rc ? 1 : 0;
 }

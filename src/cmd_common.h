@@ -36,4 +36,7 @@ int av_parse_double(const char *v, const char *name, double lo, double hi, doubl
 int av_finish_run(const AvRunOptions *r, const char *input, const AvSetup *s, AvScvi *m,
                   const AvTrainData *d, const AvOptState *st, const AvHistory *h, char *err);
 
+/* latent (normalize = 0) and normalize (1): apply a saved model to a file. */
+int av_cmd_apply(int argc, char **argv, int normalize);
+
 #endif

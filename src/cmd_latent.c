@@ -1,10 +1,7 @@
-#include <stdio.h>
-
+/* atlasvi latent: apply a saved scVI model to a file (see cmd_common.c). */
 #include "src/cli.h"
+#include "src/cmd_common.h"
 
 int av_cmd_latent(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "atlasvi: error: 'latent' is not built yet\n");
-    return 2;
+    return av_cmd_apply(argc, argv, 0);
 }

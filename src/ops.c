@@ -171,11 +171,35 @@ void av_loss_set_weight(AvGraph *g, int term, float w) {
 
 /* ---------------------------------------------------------------- kernels */
 
+/* C = op(A) op(B) (+ beta C), row-major. OpenBLAS runs single-threaded (main.c); the
+ * threads here split C into row blocks, or column blocks when C has few rows, so GEMMs
+ * and the element-wise kernels share one OpenMP team instead of fighting two pools. */
 static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0 || k == 0) return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    int split_rows = m >= n;
+#pragma omp parallel
+    {
+        int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int64_t len = split_rows ? m : n, lo = len * t / nt, hi = len * (t + 1) / nt;
+        if (hi > lo) {
+            const float *ap = a, *bp = b;
+            float *cp = c;
+            int64_t mm = m, nn = n;
+            if (split_rows) {
+                ap += ta ? lo : lo * lda; /* rows of op(A) */
+                cp += lo * ldc;
+                mm = hi - lo;
+            } else {
+                bp += tb ? lo * ldb : lo; /* columns of op(B) */
+                cp += lo;
+                nn = hi - lo;
+            }
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+                        tb ? CblasTrans : CblasNoTrans, (int)mm, (int)nn, (int)k, 1.0f, ap,
+                        (int)lda, bp, (int)ldb, beta, cp, (int)ldc);
+        }
+    }
 }
 
 static float sparse_value(int mode, float x) {
