@@ -282,6 +282,47 @@ static void test_cli(const char *exe) {
         TU_CHECK(lines == 1 && !strncmp(line, "atlasvi: error: ", 16), "one error line: %s", line);
     }
     TU_CHECK(access(pathf("bad.h5ad"), F_OK) != 0, "nothing written on error");
+    /* --like: genes, names and library sizes from a real file (skipped without it) */
+    const char *data = getenv("AV_DATA");
+    char real[2048];
+    snprintf(real, sizeof real, "%s/real_pbmc_kang18_ctrl_12261x1287.h5ad", data ? data : ".");
+    if (data && access(real, R_OK) == 0) {
+        const char *l = pathf("like.h5ad");
+        snprintf(cmd, sizeof cmd, "'%s' simulate '%s' --n-cells 3000 --like '%s' > /dev/null", exe,
+                 l, real);
+        TU_CHECK(run_cmd(cmd) == 0, "%s", cmd);
+        hid_t f = H5Fopen(l, H5F_ACC_RDONLY, H5P_DEFAULT),
+              r = H5Fopen(real, H5F_ACC_RDONLY, H5P_DEFAULT);
+        TU_CHECK(f >= 0 && tu_shape(f, "X", 3000, 1287), "--like takes the real genes");
+        char *a0 = tu_string_at(f, "var/_index", 5), *b0 = tu_string_at(r, "var/_index", 5);
+        TU_CHECK(a0 && b0 && !strcmp(a0, b0), "--like keeps gene names (%s, %s)", a0, b0);
+        free(a0);
+        free(b0);
+        long long n = 0, nnz = 0;
+        long long *ip = tu_read_all(f, "X/indptr", H5T_NATIVE_LLONG, 8, &n);
+        float *d = tu_read_all(f, "X/data", H5T_NATIVE_FLOAT, 4, &nnz);
+        double *lib = calloc(3000, sizeof *lib);
+        for (long long i = 0; ip && d && i < 3000; i++)
+            for (long long j = ip[i]; j < ip[i + 1]; j++) lib[i] += d[j];
+        qsort(lib, 3000, sizeof *lib, cmp_d);
+        /* the real file: median 993 UMIs, 73% zeros */
+        double sp = 1.0 - (double)nnz / (3000.0 * 1287.0);
+        printf("--like: median library size %.0f, sparsity %.3f\n", lib[1500], sp);
+        TU_CHECK(lib[1500] > 700 && lib[1500] < 1400 && sp > 0.6 && sp < 0.85, "like stats");
+        free(lib);
+        free(ip);
+        free(d);
+        H5Fclose(f);
+        H5Fclose(r);
+        snprintf(cmd, sizeof cmd, "'%s' simulate '%s' --like '%s' --n-genes 10 2> /dev/null", exe,
+                 pathf("bad.h5ad"), real);
+        TU_CHECK(run_cmd(cmd) == 1, "--like with --n-genes refused");
+        snprintf(cmd, sizeof cmd, "'%s' simulate '%s' --like '%s/nope.h5ad' 2> /dev/null", exe,
+                 pathf("bad.h5ad"), dir);
+        TU_CHECK(run_cmd(cmd) == 1, "--like of a missing file refused");
+    } else {
+        printf("test_simulate: %s absent, --like not tested\n", real);
+    }
     snprintf(cmd, sizeof cmd, "'%s' simulate --help > /dev/null", exe);
     TU_CHECK(run_cmd(cmd) == 0, "--help");
 }
