@@ -536,7 +536,7 @@ int h5u_read_column(hid_t grp, const char *key, int64_t n, AvColumn *out, const 
         }
         if (!legacy_cat) {
             if (!column_length_ok(o, n)) {
-                int64_t d[2];
+                int64_t d[2] = {0, 0};
                 int r = h5u_dims(o, d);
                 char shp[64];
                 if (r == 2)

@@ -76,7 +76,8 @@ typedef struct {
 } LayerParams;
 
 static LayerParams declare_linear(AvGraph *g, const char *prefix, int64_t in, int64_t out) {
-    char w[256], b[256];
+    if (strlen(prefix) > 200) abort(); /* names are fixed strings of this file */
+    char w[300], b[300];               /* prefixes are under 256 characters */
     snprintf(w, sizeof w, "%s.weight", prefix);
     snprintf(b, sizeof b, "%s.bias", prefix);
     LayerParams p = {0};

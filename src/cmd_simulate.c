@@ -175,7 +175,7 @@ static int run(const char *out, AvSimParams *p, int64_t chunk, const char *like,
 int av_cmd_simulate(int argc, char **argv) {
     AvSimParams p;
     av_sim_defaults(&p);
-    int64_t chunk = 10000, v;
+    int64_t chunk = 10000, v = 0;
     const char *out = NULL, *like = NULL;
     int gzip = 1, help = 0, rc = 0, n_genes_given = 0;
     char err[AV_ERRLEN] = "";

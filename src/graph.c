@@ -6,11 +6,13 @@
 #include <string.h>
 
 #include "src/ops_impl.h"
+#include "src/mathx.h"
 #include "src/rng.h"
 #include "src/util.h"
 
 void av_graph_init(AvGraph *g, int64_t max_batch, uint64_t seed) {
     memset(g, 0, sizeof *g);
+    av_lgamma_table_init(); /* idempotent; runs before any op's threads */
     g->max_batch = max_batch;
     g->seed = seed;
     g->training = 1;

@@ -9,13 +9,6 @@
 
 #define AV_NB_EPS 1e-8f /* scvi-tools' eps inside every log of the NB family */
 
-AV_HD float av_softplus(float x) {
-    return x > 20.0f ? x : log1pf(expf(x));
-}
-AV_HD float av_sigmoid(float x) {
-    return 1.0f / (1.0f + expf(-x));
-}
-
 /* log Gamma(x) for x > 0: shift to x >= 8, then Stirling's series. */
 AV_HD float av_lgamma(float xf) {
     double x = xf, shift = 0.0;
@@ -45,48 +38,140 @@ AV_HD float av_digamma(float xf) {
                    r2 * (1.0 / 12 - r2 * (1.0 / 120 - r2 * (1.0 / 252 - r2 / 240))));
 }
 
+/* lgamma and digamma of the same x > 0 with one shift and one log (the NB terms of a
+ * non-zero count need both of x + theta). */
+AV_HD void av_lgamma_digamma(float xf, float *lg, float *dg) {
+    double x = xf, p = 1.0, acc = 0.0;
+    while (x < 8.0) {
+        p *= x;
+        acc -= 1.0 / x;
+        x += 1.0;
+    }
+    double r = 1.0 / x, r2 = r * r, lx = log(x);
+    *lg = (float)((x - 0.5) * lx - x + 0.91893853320467274178 +
+                  r * (1.0 / 12 - r2 * (1.0 / 360 - r2 * (1.0 / 1260 - r2 / 1680))) - log(p));
+    *dg = (float)(acc + lx - 0.5 * r -
+                  r2 * (1.0 / 12 - r2 * (1.0 / 120 - r2 * (1.0 / 252 - r2 / 240))));
+}
+
+/* lgamma(x + 1) of a count: a table below 4096 (filled once, before any thread starts:
+ * av_lgamma_table_init), the series above. */
+#define AV_LGF_TABLE 4096
+extern float av_lgamma_factorial_table[AV_LGF_TABLE];
+void av_lgamma_table_init(void);
+static inline float av_lgamma_count(float x) {
+    int k = (int)x;
+    return (k >= 0 && k < AV_LGF_TABLE && (float)k == x) ? av_lgamma_factorial_table[k]
+                                                         : av_lgamma(x + 1.0f);
+}
+
+/* Branch-free float exp and log (Cephes-style range reduction and minimax polynomials,
+ * about 1 ulp on the ranges used here) so that the per-element likelihood loops
+ * vectorize; libm's calls do not. */
+AV_HD float av_expf(float x) {
+    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x); /* ternaries: vectorize, fminf may not */
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union {
+        float f;
+        int32_t i;
+    } u = {.i = ((int32_t)n + 127) << 23};
+    return p * u.f;
+}
+
+/* natural log for x > 0 (finite, normal) */
+AV_HD float av_logf(float x) {
+    union {
+        float f;
+        int32_t i;
+    } u = {.f = x};
+    int32_t e = ((u.i >> 23) & 0xff) - 126;
+    u.i = (u.i & 0x007fffff) | 0x3f000000; /* mantissa in [0.5, 1) */
+    float m = u.f;
+    int small = m < 0.70710678118654752440f;
+    e -= small;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    float fe = (float)e;
+    y += -2.12194440e-4f * fe - 0.5f * z;
+    return m + y + 0.693359375f * fe;
+}
+
+/* log(1 + e) for e in [0, 1], accurate for tiny e (the u - 1 correction) */
+AV_HD float av_log1pf_unit(float e) {
+    float u = 1.0f + e, d = u - 1.0f;
+    return d == 0.0f ? e : av_logf(u) * (e / d);
+}
+
+/* softplus(x) = log(1 + exp(x)) and sigmoid(x) from one exp, stably */
+AV_HD float av_softplus_sigmoid(float x, float *sig) {
+    float e = av_expf(-fabsf(x)), inv = 1.0f / (1.0f + e);
+    *sig = x >= 0.0f ? inv : e * inv;
+    return (x > 0.0f ? x : 0.0f) + av_log1pf_unit(e);
+}
+
 /* Per-element log-likelihoods of the count models and their derivatives with respect to
- * the mean mu, the inverse dispersion theta and the zero-inflation logit pi. The NB
- * family is written as scvi-tools writes it (eps inside the logs). For a zero count the
- * lgamma terms cancel exactly and are skipped. lg_theta / dg_theta are lgamma(theta)
- * and digamma(theta), computed once per gene by the caller when theta is per gene. */
+ * the mean mu, the inverse dispersion theta and the zero-inflation logit pi, written as
+ * scvi-tools writes them (eps inside the logs). A zero count needs no lgamma: those
+ * terms cancel exactly. Per-gene quantities come precomputed: l_t = log(theta + eps),
+ * inv_te = 1 / (theta + eps), lg_t = lgamma(theta), dg_t = digamma(theta). */
 typedef struct {
     float ll, d_mu, d_theta, d_pi;
 } AvLL;
 
-AV_HD AvLL av_nb_ll(float x, float mu, float theta, float lg_theta, float dg_theta) {
-    float l_t = logf(theta + AV_NB_EPS), l_m = logf(mu + AV_NB_EPS);
-    float inv_tm = 1.0f / (theta + mu + AV_NB_EPS), l_tm = logf(theta + mu + AV_NB_EPS);
-    AvLL r;
-    r.ll = theta * (l_t - l_tm);
-    r.d_mu = -theta * inv_tm;
-    r.d_theta = (l_t - l_tm) + theta * (1.0f / (theta + AV_NB_EPS) - inv_tm);
-    r.d_pi = 0.0f;
-    if (x > 0.0f) {
-        r.ll += x * (l_m - l_tm) + av_lgamma(x + theta) - lg_theta - av_lgamma(x + 1.0f);
-        r.d_mu += x / (mu + AV_NB_EPS) - x * inv_tm;
-        r.d_theta += -x * inv_tm + av_digamma(x + theta) - dg_theta;
-    }
+/* log NB(0; mu, theta) = theta (log(theta + eps) - log(theta + mu + eps)) */
+AV_HD AvLL av_nb_zero(float mu, float theta, float l_t, float inv_te) {
+    float tm = theta + mu + AV_NB_EPS, inv_tm = 1.0f / tm, l_tm = av_logf(tm);
+    AvLL r = {theta * (l_t - l_tm), -theta * inv_tm, (l_t - l_tm) + theta * (inv_te - inv_tm), 0};
     return r;
 }
 
-AV_HD AvLL av_zinb_ll(float x, float mu, float theta, float pi, float lg_theta, float dg_theta) {
-    /* a = log NB(0) - pi; zero: softplus(a) - softplus(-pi); positive: -softplus(-pi) + a + ... */
-    AvLL nb = av_nb_ll(x, mu, theta, lg_theta, dg_theta);
-    float sp_neg_pi = av_softplus(-pi);
-    AvLL r;
-    if (x < AV_NB_EPS) {
-        float a = nb.ll - pi, s = av_sigmoid(a);
-        r.ll = av_softplus(a) - sp_neg_pi;
-        r.d_mu = s * nb.d_mu;
-        r.d_theta = s * nb.d_theta;
-        r.d_pi = -s + av_sigmoid(-pi);
-    } else {
-        r.ll = nb.ll - pi - sp_neg_pi;
-        r.d_mu = nb.d_mu;
-        r.d_theta = nb.d_theta;
-        r.d_pi = -av_sigmoid(pi);
-    }
+/* zero count: softplus(a) - softplus(-pi) with a = log NB(0) - pi */
+AV_HD AvLL av_zinb_zero(float mu, float theta, float l_t, float inv_te, float pi) {
+    AvLL nb = av_nb_zero(mu, theta, l_t, inv_te);
+    float s_a, s_npi;
+    float sp_a = av_softplus_sigmoid(nb.ll - pi, &s_a);
+    float sp_npi = av_softplus_sigmoid(-pi, &s_npi);
+    AvLL r = {sp_a - sp_npi, s_a * nb.d_mu, s_a * nb.d_theta, s_npi - s_a};
+    return r;
+}
+
+AV_HD AvLL av_nb_pos(float x, float mu, float theta, float l_t, float inv_te, float lg_t,
+                     float dg_t) {
+    AvLL r = av_nb_zero(mu, theta, l_t, inv_te);
+    float tm = theta + mu + AV_NB_EPS, inv_tm = 1.0f / tm;
+    float lg_xt, dg_xt;
+    av_lgamma_digamma(x + theta, &lg_xt, &dg_xt);
+    r.ll += x * (av_logf(mu + AV_NB_EPS) - av_logf(tm)) + lg_xt - lg_t - av_lgamma_count(x);
+    r.d_mu += x / (mu + AV_NB_EPS) - x * inv_tm;
+    r.d_theta += -x * inv_tm + dg_xt - dg_t;
+    return r;
+}
+
+/* positive count: -softplus(-pi) - pi + log NB(x) */
+AV_HD AvLL av_zinb_pos(float x, float mu, float theta, float l_t, float inv_te, float lg_t,
+                       float dg_t, float pi) {
+    AvLL r = av_nb_pos(x, mu, theta, l_t, inv_te, lg_t, dg_t);
+    float s_npi, sp_npi = av_softplus_sigmoid(-pi, &s_npi);
+    r.ll += -pi - sp_npi;
+    r.d_pi = s_npi - 1.0f; /* = -sigmoid(pi) */
     return r;
 }
 

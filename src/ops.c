@@ -147,7 +147,7 @@ AvTensor *av_op_count_nll(AvGraph *g, AvTensor *rho, AvTensor *log_lib, AvTensor
     nd->aux = av_arena_alloc(g, sizeof(float) * 3 * (size_t)cells);
     /* lgamma and digamma of per-gene thetas, computed once per step */
     int64_t nt = (nd->in[2] && disp != AV_DISP_GENE_CELL) ? px_r->rows * px_r->cols : 0;
-    nd->aux2 = av_arena_alloc(g, sizeof(float) * 3 * (size_t)(nt ? nt : 1));
+    nd->aux2 = av_arena_alloc(g, sizeof(float) * 5 * (size_t)(nt ? nt : 1));
     nd->out = av_act(g, 0, 1, 1, 1);
     return nd->out;
 }
@@ -170,6 +170,12 @@ void av_loss_set_weight(AvGraph *g, int term, float w) {
 }
 
 /* ---------------------------------------------------------------- kernels */
+
+float av_lgamma_factorial_table[AV_LGF_TABLE];
+
+void av_lgamma_table_init(void) {
+    for (int k = 0; k < AV_LGF_TABLE; k++) av_lgamma_factorial_table[k] = (float)lgamma(k + 1.0);
+}
 
 /* C = op(A) op(B) (+ beta C), row-major. OpenBLAS runs single-threaded (main.c); the
  * threads here split C into row blocks, or column blocks when C has few rows, so GEMMs
@@ -546,59 +552,107 @@ static void kl_forward(AvGraph *g, AvNode *nd, int backward) {
     }
 }
 
-/* theta source of cell i, gene j: per-gene tables or the gene-cell tensor */
+/* Per-gene tables of the dispersion, laid out [code][gene] so that a cell's row is
+ * contiguous: theta, log(theta + eps), 1 / (theta + eps), lgamma(theta), digamma(theta). */
+static void theta_tables(const AvNode *nd, int64_t G, float *tab) {
+    const AvTensor *pxr = nd->in[2];
+    int64_t C = nd->disp == AV_DISP_GENE ? 1 : pxr->cols, nt = C * G;
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t j = 0; j < G; j++) {
+            float th = expf(pxr->v[nd->disp == AV_DISP_GENE ? j : j * C + c]);
+            int64_t t = c * G + j;
+            tab[t] = th;
+            tab[nt + t] = logf(th + AV_NB_EPS);
+            tab[2 * nt + t] = 1.0f / (th + AV_NB_EPS);
+            tab[3 * nt + t] = av_lgamma(th);
+            tab[4 * nt + t] = av_digamma(th);
+        }
+}
+
+/* Two passes per cell: every gene as a zero count (branch-free, vectorized), then the
+ * non-zeros corrected with the lgamma terms. Saved per element for the backward pass:
+ * d ll / d mu, theta * d ll / d theta and d ll / d pi. */
 static void count_nll_forward(AvGraph *g, AvNode *nd) {
     AvTensor *rho = nd->in[0], *lib = nd->in[1], *pxr = nd->in[2], *pi = nd->in[3], *y = nd->out;
     const AvBatch *bt = g->batch;
     int64_t n = g->n, G = rho->cols;
-    int per_gene = pxr && nd->disp != AV_DISP_GENE_CELL;
-    int64_t nt = per_gene ? pxr->rows * pxr->cols : 0;
-    float *th = nd->aux2, *lg = nd->aux2 + nt, *dg = nd->aux2 + 2 * nt;
-    for (int64_t k = 0; k < nt; k++) {
-        th[k] = expf(pxr->v[k]);
-        lg[k] = av_lgamma(th[k]);
-        dg[k] = av_digamma(th[k]);
-    }
+    int per_gene = pxr && nd->disp != AV_DISP_GENE_CELL, zinb = nd->lik == AV_LIK_ZINB;
+    int64_t nt = per_gene ? (nd->disp == AV_DISP_GENE ? 1 : pxr->cols) * G : 0;
+    float *tab = nd->aux2;
+    if (per_gene) theta_tables(nd, G, tab);
     float *dmu = nd->aux, *dth = nd->aux + g->max_batch * G, *dpi = nd->aux + 2 * g->max_batch * G;
-#pragma omp parallel for schedule(dynamic, 4)
+#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float L = expf(lib->v[i]);
-        int64_t k = bt->indptr[i], kend = bt->indptr[i + 1];
-        int64_t stride = 1, base = 0; /* index of gene j's theta: base + j * stride */
-        if (nd->disp == AV_DISP_GENE_BATCH || nd->disp == AV_DISP_GENE_LABEL) {
-            stride = pxr->cols;
-            base = bt->cat[i * bt->n_cat + nd->code_col];
-        }
+        const float *r = rho->v + i * G, *pr = pi ? pi->v + i * G : NULL;
+        float *a = dmu + i * G, *b = dth + i * G, *c = dpi + i * G;
         double s = 0;
-        for (int64_t j = 0; j < G; j++) {
-            float x = 0;
-            if (k < kend && bt->indices[k] == j) x = bt->counts[k++];
-            float mu = L * rho->v[i * G + j];
-            AvLL r;
-            float theta = 1.0f;
-            if (nd->lik == AV_LIK_POISSON) {
-                r = av_poisson_ll(x, mu);
-            } else {
-                float lgt = 0, dgt = 0;
-                if (per_gene) {
-                    int64_t t = base + j * stride;
-                    theta = th[t];
-                    lgt = lg[t];
-                    dgt = dg[t];
-                } else {
-                    theta = expf(pxr->v[i * G + j]);
-                    if (x > 0) {
-                        lgt = av_lgamma(theta);
-                        dgt = av_digamma(theta);
-                    }
-                }
-                r = nd->lik == AV_LIK_ZINB ? av_zinb_ll(x, mu, theta, pi->v[i * G + j], lgt, dgt)
-                                           : av_nb_ll(x, mu, theta, lgt, dgt);
+        if (nd->lik == AV_LIK_POISSON) {
+            for (int64_t j = 0; j < G; j++) {
+                float mu = L * r[j];
+                s -= mu;
+                a[j] = -1.0f, b[j] = 0.0f, c[j] = 0.0f;
             }
-            s += r.ll;
-            dmu[i * G + j] = r.d_mu;
-            dth[i * G + j] = theta * r.d_theta;
-            dpi[i * G + j] = r.d_pi;
+            for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) {
+                int64_t j = bt->indices[k];
+                float x = bt->counts[k], mu = L * r[j];
+                s += x * logf(mu) - av_lgamma_count(x);
+                a[j] += x / mu;
+            }
+            y->v[i] = (float)-s;
+            continue;
+        }
+        /* theta of this cell: a row of the tables, or per element (gene-cell) */
+        int64_t code = nd->disp == AV_DISP_GENE_BATCH || nd->disp == AV_DISP_GENE_LABEL
+                           ? bt->cat[i * bt->n_cat + nd->code_col]
+                           : 0;
+        const float *th, *lt, *ite, *pxc = per_gene ? NULL : pxr->v + i * G;
+        if (per_gene) {
+            th = tab + code * G, lt = tab + nt + code * G, ite = tab + 2 * nt + code * G;
+        } else { /* gene-cell: this cell's thetas staged in the output rows, read in place */
+            for (int64_t j = 0; j < G; j++) {
+                float t = av_expf(pxc[j]);
+                b[j] = t;
+                c[j] = av_logf(t + AV_NB_EPS);
+                a[j] = 1.0f / (t + AV_NB_EPS);
+            }
+            th = b, lt = c, ite = a;
+        }
+        float zs = 0;
+        if (zinb) {
+#pragma omp simd reduction(+ : zs)
+            for (int64_t j = 0; j < G; j++) {
+                float theta = th[j];
+                AvLL q = av_zinb_zero(L * r[j], theta, lt[j], ite[j], pr[j]);
+                zs += q.ll;
+                a[j] = q.d_mu, b[j] = theta * q.d_theta, c[j] = q.d_pi;
+            }
+        } else {
+#pragma omp simd reduction(+ : zs)
+            for (int64_t j = 0; j < G; j++) {
+                float theta = th[j];
+                AvLL q = av_nb_zero(L * r[j], theta, lt[j], ite[j]);
+                zs += q.ll;
+                a[j] = q.d_mu, b[j] = theta * q.d_theta, c[j] = 0.0f;
+            }
+        }
+        s = zs;
+        for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) {
+            int64_t j = bt->indices[k];
+            float x = bt->counts[k], mu = L * r[j];
+            float theta = per_gene ? th[j] : av_expf(pxc[j]);
+            float l_t = per_gene ? lt[j] : av_logf(theta + AV_NB_EPS);
+            float i_te = per_gene ? ite[j] : 1.0f / (theta + AV_NB_EPS);
+            float lg_t = per_gene ? tab[3 * nt + code * G + j] : av_lgamma(theta);
+            float dg_t = per_gene ? tab[4 * nt + code * G + j] : av_digamma(theta);
+            AvLL z =
+                zinb ? av_zinb_zero(mu, theta, l_t, i_te, pr[j]) : av_nb_zero(mu, theta, l_t, i_te);
+            AvLL q = zinb ? av_zinb_pos(x, mu, theta, l_t, i_te, lg_t, dg_t, pr[j])
+                          : av_nb_pos(x, mu, theta, l_t, i_te, lg_t, dg_t);
+            s += (double)q.ll - z.ll;
+            a[j] = q.d_mu;
+            b[j] = theta * q.d_theta;
+            c[j] = q.d_pi;
         }
         y->v[i] = (float)-s;
     }

@@ -47,7 +47,7 @@ static void make_rows(AvCsr *m, long long r0, long long n, long long g) {
     m->indptr[0] = 0;
     for (long long i = 0; i < n; i++) {
         long long r = r0 + i, cnt = r % 4;
-        int cols[4];
+        int cols[4] = {0, 0, 0, 0};
         int c = 0;
         for (long long t = 0; t < cnt; t++) cols[c++] = (int)((r + 3 * t) % g);
         /* sort (tiny) and keep unique */
