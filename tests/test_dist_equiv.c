@@ -349,7 +349,7 @@ static int run_grad(void) {
  * ranks). full = 1: 200 cells, one full-batch step per epoch (batch size 256 > 180 train
  * cells), so every step sees the same global set of cells on any number of ranks and the
  * whole trainer must follow the 1-rank trajectory to float tolerance; the final weights
- * go to OUT.w. */
+ * and BatchNorm running statistics go to OUT.w. */
 static int run_train(const char *out, int full) {
     int rank = dist_rank(), P = dist_size();
     const int64_t NCELL = full ? 200 : 1200;
@@ -444,6 +444,9 @@ static int run_train(const char *out, int full) {
         f = full ? fopen(wpath, "wb") : NULL;
         if (f) {
             fwrite(m.g.param_v, sizeof(float), (size_t)m.g.param_size, f);
+            for (int k = 0; k < m.g.n_buffers; k++) /* BatchNorm running statistics */
+                fwrite(m.g.buffers[k]->v, sizeof(float),
+                       (size_t)(m.g.buffers[k]->rows * m.g.buffers[k]->cols), f);
             fclose(f);
         }
         for (int e = 0; e < h.n_epochs; e++)
@@ -553,7 +556,7 @@ static int run_compare_exact(const char *a, const char *b, double tol) {
     if (fa) fclose(fa);
     if (fb) fclose(fb);
     printf("full-batch training, %s vs %s: history rel diff %.2e, weights max diff %.2e of max "
-           "|w| %.3g (rel %.2e), %lld weights (tol %g)\n",
+           "|w| %.3g (rel %.2e), %lld weights and running statistics (tol %g)\n",
            a, b, worst, wd, wmax, wd / wmax, (long long)nw, tol);
     CHECK(worst <= tol, "history rel diff %g > %g", worst, tol);
     CHECK(wd <= tol * wmax, "weights rel diff %g > %g", wd / wmax, tol);
