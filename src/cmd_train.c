@@ -41,13 +41,35 @@ static void usage(FILE *f) {
             "  --batch-size 128  --train-size 0.9  --lr 0.001  --weight-decay 1e-6\n"
             "  --n-epochs-kl-warmup 400  --early-stopping  --early-stopping-patience 45\n"
             "  --reduce-lr-on-plateau  --lr-patience 30  --lr-factor 0.6\n"
-            "  --check-val-every-n-epoch N  --seed 0  --threads T (per rank)\n"
+            "  --check-val-every-n-epoch 1 (0: only for early stopping / LR plateau)\n"
+            "  --seed 0  --threads T (threads per rank)\n"
             "outputs:\n"
             "  --output OUT.h5ad     new .h5ad with obs, var and obsm[latent key]\n"
             "  --write-input         write obsm[latent key] into INPUT itself (atomically)\n"
             "  --latent-key X_scVI   --model-out MODEL.h5   --resume MODEL.h5\n"
+            "  --checkpoint-every N  save the model file (--checkpoint PATH, default\n"
+            "                        --model-out) every N epochs, atomically; --resume it\n"
+            "  --normalized-layer NAME  also write normalized expression (--library-size,\n"
+            "                        --n-samples, --transform-batch as in atlasvi normalize)\n"
             "  --metrics FILE        per-epoch metrics as JSON lines ('-' = stdout)\n"
             "  --no-progress         no progress bar (shown on a terminal by default)\n");
+}
+
+/* Periodic checkpoints: the model file, written atomically by rank 0. */
+typedef struct {
+    const char *path;
+    int every;
+    const AvScvi *m;
+    const AvSetup *s;
+    const AvOptState *st;
+    const AvHistory *h;
+} Checkpoint;
+
+static int checkpoint(void *ctx, int epoch, char *err) {
+    Checkpoint *c = ctx;
+    if ((epoch + 1) % c->every) return 0;
+    int rc = dist_rank() == 0 ? av_model_save(c->path, c->m, c->s, c->st, c->h, err) : 0;
+    return dist_any_failed(rc, err);
 }
 
 int av_cmd_train(int argc, char **argv) {
@@ -59,7 +81,8 @@ int av_cmd_train(int argc, char **argv) {
     av_train_defaults(&to);
     av_run_defaults(&ro);
     to.progress = isatty(2);
-    const char *input = NULL, *resume = NULL, *metrics = NULL;
+    const char *input = NULL, *resume = NULL, *metrics = NULL, *ckpt_path = NULL;
+    int ckpt_every = 0;
     char err[AV_ERRLEN] = "";
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
@@ -99,7 +122,11 @@ int av_cmd_train(int argc, char **argv) {
         } else if ((v = av_opt(argc, argv, &i, "--lr-factor", &missing))) {
             bad = av_parse_float(v, a, 0, 1, &to.lr_factor, err);
         } else if ((v = av_opt(argc, argv, &i, "--check-val-every-n-epoch", &missing))) {
-            bad = av_parse_int(v, a, 1, 1000000, &to.check_val_every_n_epoch, err);
+            bad = av_parse_int(v, a, 0, 1000000, &to.check_val_every_n_epoch, err);
+        } else if ((v = av_opt(argc, argv, &i, "--checkpoint-every", &missing))) {
+            bad = av_parse_int(v, a, 1, 1000000, &ckpt_every, err);
+        } else if ((v = av_opt(argc, argv, &i, "--checkpoint", &missing))) {
+            ckpt_path = v;
         } else if ((v = av_opt(argc, argv, &i, "--resume", &missing))) {
             resume = v;
         } else if ((v = av_opt(argc, argv, &i, "--metrics", &missing))) {
@@ -119,6 +146,8 @@ int av_cmd_train(int argc, char **argv) {
     if (!bad && !ro.output && !ro.inplace && !ro.model_out)
         bad = av_err(err,
                      "nothing to write: give --output OUT.h5ad, --write-input or --model-out") != 0;
+    if (!bad && ckpt_every && !ckpt_path && !ro.model_out)
+        bad = av_err(err, "--checkpoint-every needs --checkpoint PATH or --model-out") != 0;
     if (bad) {
         if (dist_rank() == 0) fprintf(stderr, "atlasvi: error: %s\n", err);
         av_setup_free(&setup);
@@ -187,6 +216,11 @@ int av_cmd_train(int argc, char **argv) {
                 "thread(s), %d epochs, batch size %d\n",
                 (long long)data.n_obs, (long long)setup.n_vars, cfg.n_batch, dist_size(),
                 omp_get_max_threads(), max_epochs, to.batch_size);
+    Checkpoint ck = {ckpt_path ? ckpt_path : ro.model_out, ckpt_every, &model, &setup, &st, &hist};
+    if (ckpt_every) {
+        to.on_epoch = checkpoint;
+        to.on_epoch_ctx = &ck;
+    }
     rc = av_train(&model, &data, &to, &comm, &st, &hist, err);
     if (mf && mf != stdout) fclose(mf);
     if (dist_any_failed(rc, err)) goto done;

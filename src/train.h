@@ -41,9 +41,15 @@ typedef struct {
     float early_stopping_min_delta;
     int reduce_lr_on_plateau, lr_patience;
     float lr_factor, lr_min;
-    int check_val_every_n_epoch; /* 0: only when early stopping or plateau needs it */
+    int check_val_every_n_epoch; /* validation ELBO every n epochs; 0: only when early
+                                  * stopping or LR-on-plateau needs it (scvi-tools' default) */
     int progress;                /* progress bar on stderr (rank 0) */
     FILE *metrics;               /* JSON lines per epoch (rank 0), or NULL */
+    /* Called on every rank after each epoch (checkpoints); non-zero stops training with
+     * an error. The trainer's state is complete at that point: resuming from it repeats
+     * nothing and skips nothing at epoch granularity. */
+    int (*on_epoch)(void *ctx, int epoch, char *err);
+    void *on_epoch_ctx;
 } AvTrainOptions;
 
 void av_train_defaults(AvTrainOptions *o);
