@@ -371,6 +371,7 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
             }
         }
         if (o->on_epoch && o->on_epoch(o->on_epoch_ctx, epoch, err)) {
+            g->reduce = NULL;
             mini_free(&mb);
             free(counts);
             free(train_rows);
@@ -379,6 +380,7 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         }
     }
     if (o->progress && c->rank == 0 && stop) fputc('\n', stderr);
+    g->reduce = NULL; /* later forwards (inference) are per rank */
     mini_free(&mb);
     free(counts);
     free(train_rows);
