@@ -8,6 +8,11 @@ int av_cmd_latent(int argc, char **argv);
 int av_cmd_normalize(int argc, char **argv);
 int av_cmd_info(int argc, char **argv);
 int av_cmd_simulate(int argc, char **argv);
+int av_cmd_de(int argc, char **argv);
+int av_cmd_hvg(int argc, char **argv);
+int av_cmd_pca(int argc, char **argv);
+int av_cmd_export(int argc, char **argv);
+int av_cmd_import(int argc, char **argv);
 
 /* Shared option parsing: "--name value" and "--name=value". Returns the value for
  * argv[*i] if it matches name (advancing *i past a separate value), else NULL.

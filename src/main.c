@@ -18,6 +18,11 @@ static const struct {
     {"normalize", av_cmd_normalize, "apply a saved model to a file: normalized expression"},
     {"info", av_cmd_info, "print shape, layers, obs columns and categories of a file"},
     {"simulate", av_cmd_simulate, "write a realistic synthetic count matrix as .h5ad"},
+    {"de", av_cmd_de, "differential expression between groups (scvi-tools' columns, CSV)"},
+    {"hvg", av_cmd_hvg, "highly variable genes (seurat_v3 flavour), optionally subset"},
+    {"pca", av_cmd_pca, "distributed PCA of log-normalized counts (obsm/X_pca)"},
+    {"export", av_cmd_export, "write a scvi-tools model directory (model.pt) from a model file"},
+    {"import", av_cmd_import, "read a scvi-tools SCVI model directory into a model file"},
 };
 
 static void usage(FILE *f) {

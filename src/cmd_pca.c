@@ -1,0 +1,11 @@
+/* Placeholder while the command is being written; replaced by its implementation. */
+#include <stdio.h>
+
+#include "src/cli.h"
+
+int av_cmd_pca(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "atlasvi: error: 'pca' is not available in this build yet\n");
+    return 1;
+}
