@@ -160,6 +160,16 @@ static void declare_encoder(AvGraph *g, Encoder *e, const char *prefix, int n_ou
     e->var = declare_linear(g, p, e->fc.n_hidden, n_out);
 }
 
+/* Encoder (model-spec 2.2): q = FC(x); mean = Linear(q); var = exp(Linear(q)) + 1e-4;
+ * returns the reparameterised sample. */
+static AvTensor *build_gaussian_head(AvGraph *g, Encoder *e, int sparse_mode, AvTensor *cont,
+                                     AvTensor **mean, AvTensor **var) {
+    AvTensor *q = build_fc(g, &e->fc, sparse_mode, cont, NULL);
+    *mean = av_op_linear(g, 0, q, NULL, e->mean.wt, e->mean.b, 0, NULL, NULL);
+    *var = av_op_exp_eps(g, av_op_linear(g, 0, q, NULL, e->var.wt, e->var.b, 0, NULL, NULL), 1e-4f);
+    return av_op_reparam(g, *mean, *var);
+}
+
 static void init_uniform(AvTensor *t, int64_t fan_in, AvRngSeq *r) {
     float bound = 1.0f / sqrtf((float)fan_in);
     for (int64_t k = 0; k < t->rows * t->cols; k++)
@@ -211,27 +221,21 @@ void av_scvi_build(AvScvi *m, const AvScviConfig *c, int64_t max_batch, uint64_t
     if (c->dispersion == AV_DISP_GENE_BATCH) m->px_r = av_param(g, "px_r", G, c->n_batch);
     if (c->dispersion == AV_DISP_GENE_LABEL) m->px_r = av_param(g, "px_r", G, c->n_labels);
 
-    Encoder ez = {.fc = {c->n_layers,
-                         {{0}},
-                         G,
-                         enc_cont,
-                         H,
-                         enc_cats,
-                         c->deeply_inject_covariates,
-                         c->bn_encoder,
-                         c->ln_encoder,
-                         c->dropout_rate}};
+    /* The z and library encoders share everything but depth and output width (the
+     * library encoder always has one layer). */
+    FC enc = {c->n_layers,
+              {{0}},
+              G,
+              enc_cont,
+              H,
+              enc_cats,
+              c->deeply_inject_covariates,
+              c->bn_encoder,
+              c->ln_encoder,
+              c->dropout_rate};
+    Encoder ez = {.fc = enc}, el = {.fc = enc};
+    el.fc.n_layers = 1;
     declare_encoder(g, &ez, "z_encoder", (int)L);
-    Encoder el = {.fc = {1,
-                         {{0}},
-                         G,
-                         enc_cont,
-                         H,
-                         enc_cats,
-                         c->deeply_inject_covariates,
-                         c->bn_encoder,
-                         c->ln_encoder,
-                         c->dropout_rate}};
     declare_encoder(g, &el, "l_encoder", 1);
     FC dec = {
         c->n_layers,   {{0}},         0,   L + c->n_cont, H, dec_cats, c->deeply_inject_covariates,
@@ -255,21 +259,13 @@ void av_scvi_build(AvScvi *m, const AvScviConfig *c, int64_t max_batch, uint64_t
     /* Inference: z encoder on log1p(counts) (+ continuous covariates if encoded). */
     AvTensor *cont = c->n_cont ? av_op_cont_input(g, c->n_cont) : NULL;
     int sparse_mode = c->log_variational ? 1 : 2;
-    AvTensor *q = build_fc(g, &ez.fc, sparse_mode, enc_cont ? cont : NULL, NULL);
-    m->qz_m = av_op_linear(g, 0, q, NULL, ez.mean.wt, ez.mean.b, 0, NULL, NULL);
-    m->qz_v =
-        av_op_exp_eps(g, av_op_linear(g, 0, q, NULL, ez.var.wt, ez.var.b, 0, NULL, NULL), 1e-4f);
-    AvTensor *zt = av_op_reparam(g, m->qz_m, m->qz_v);
-    m->z = c->latent_ln ? av_op_softmax(g, zt) : zt;
-    if (c->use_observed_lib_size) {
+    m->z = build_gaussian_head(g, &ez, sparse_mode, enc_cont ? cont : NULL, &m->qz_m, &m->qz_v);
+    if (c->latent_ln) m->z = av_op_softmax(g, m->z);
+    if (c->use_observed_lib_size)
         m->library = av_op_log_library(g);
-    } else {
-        AvTensor *ql = build_fc(g, &el.fc, sparse_mode, enc_cont ? cont : NULL, NULL);
-        m->ql_m = av_op_linear(g, 0, ql, NULL, el.mean.wt, el.mean.b, 0, NULL, NULL);
-        m->ql_v = av_op_exp_eps(g, av_op_linear(g, 0, ql, NULL, el.var.wt, el.var.b, 0, NULL, NULL),
-                                1e-4f);
-        m->library = av_op_reparam(g, m->ql_m, m->ql_v);
-    }
+    else
+        m->library =
+            build_gaussian_head(g, &el, sparse_mode, enc_cont ? cont : NULL, &m->ql_m, &m->ql_v);
 
     /* Generative: decoder on [z, cont] with the batch and covariates injected. */
     AvTensor *h = build_fc(g, &dec, 0, m->z, cont);
