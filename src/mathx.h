@@ -54,6 +54,32 @@ AV_HD void av_lgamma_digamma(float xf, float *lg, float *dg) {
                   r2 * (1.0 / 12 - r2 * (1.0 / 120 - r2 * (1.0 / 252 - r2 / 240))));
 }
 
+/* lgamma(x + theta) - lgamma(theta) and digamma(x + theta) - digamma(theta) for a count
+ * x > 0. Whole counts up to 16 use the rising factorial p = theta (theta + 1) ...
+ * (theta + x - 1): the first is log p, the second p' / p, both carried in double (one log,
+ * one division, no series); other x, and thetas large enough to overflow p, fall back to
+ * the series with lg_t = lgamma(theta), dg_t = digamma(theta). More accurate than the
+ * difference of two float lgammas, and about ten times cheaper for the usual small counts. */
+AV_HD void av_lgamma_digamma_diff(float x, float theta, float lg_t, float dg_t, float *dlg,
+                                  float *ddg) {
+    int k = (int)x;
+    if ((float)k == x && k >= 1 && k <= 16 && theta < 1e15f) {
+        double t = theta, p = t, dp = 1.0;
+        for (int q = 1; q < k; q++) {
+            double u = t + q;
+            dp = dp * u + p;
+            p *= u;
+        }
+        *dlg = (float)log(p);
+        *ddg = (float)(dp / p);
+        return;
+    }
+    float lg, dg;
+    av_lgamma_digamma(x + theta, &lg, &dg);
+    *dlg = lg - lg_t;
+    *ddg = dg - dg_t;
+}
+
 /* lgamma(x + 1) of a count: a table below 4096 (filled once, before any thread starts:
  * av_lgamma_table_init), the series above. */
 #define AV_LGF_TABLE 4096
@@ -70,7 +96,9 @@ static inline float av_lgamma_count(float x) {
  * vectorize; libm's calls do not. */
 AV_HD float av_expf(float x) {
     x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x); /* ternaries: vectorize, fminf may not */
-    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    /* n = nearest integer to x / ln 2 by the 1.5 * 2^23 shift: floorf would keep the
+     * loop scalar (it may raise "inexact" under the default -ftrapping-math) */
+    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -97,7 +125,7 @@ AV_HD float av_logf(float x) {
     float m = u.f;
     int small = m < 0.70710678118654752440f;
     e -= small;
-    m = small ? m + m - 1.0f : m - 1.0f;
+    m = m + (small ? m : 0.0f) - 1.0f; /* selects values only: see av_log1pf_unit */
     float z = m * m;
     float y = 7.0376836292e-2f;
     y = y * m - 1.1514610310e-1f;
@@ -114,16 +142,21 @@ AV_HD float av_logf(float x) {
     return m + y + 0.693359375f * fe;
 }
 
-/* log(1 + e) for e in [0, 1], accurate for tiny e (the u - 1 correction) */
+/* log(1 + e) for e in [0, 1], accurate for tiny e (the u - 1 correction).
+ * Vectorization note, for every function here: a conditional must select between values
+ * already computed, never hold arithmetic in its arms. GCC (default -ftrapping-math)
+ * will not if-convert an arm that may trap, such as a division or a multiplication,
+ * and then leaves the whole loop scalar even under `omp simd`. */
 AV_HD float av_log1pf_unit(float e) {
     float u = 1.0f + e, d = u - 1.0f;
-    return d == 0.0f ? e : av_logf(u) * (e / d);
+    float t = av_logf(u) * (e / (d == 0.0f ? 1.0f : d));
+    return d == 0.0f ? e : t;
 }
 
 /* softplus(x) = log(1 + exp(x)) and sigmoid(x) from one exp, stably */
 AV_HD float av_softplus_sigmoid(float x, float *sig) {
-    float e = av_expf(-fabsf(x)), inv = 1.0f / (1.0f + e);
-    *sig = x >= 0.0f ? inv : e * inv;
+    float e = av_expf(-fabsf(x)), inv = 1.0f / (1.0f + e), einv = e * inv;
+    *sig = x >= 0.0f ? inv : einv;
     return (x > 0.0f ? x : 0.0f) + av_log1pf_unit(e);
 }
 
