@@ -53,8 +53,8 @@ int av_model_load(const char *path, AvScvi *m, AvSetup *s, AvOptState *st, AvHis
 /* Gathers a local row block to rank 0 (returned there, NULL elsewhere). */
 float *av_gather_rows(const float *local, int64_t local_rows, int64_t cols, int64_t n_obs);
 
-/* What to write, on rank 0: obsm and/or a dense layer, into a new file `output` (obs and
- * var copied from `input`) or, with inplace, obsm into `input` itself. */
+/* What to write, on rank 0: obsm and/or a dense layer into a new file `output` (obs and
+ * var copied from `input`) when it is set, and, with inplace, obsm into `input` itself. */
 typedef struct {
     const char *input, *layer, *output;
     int inplace;

@@ -1,5 +1,5 @@
 /* Per-cell results gathered to rank 0 and written as .h5ad: a new file beside the
- * input, or the input itself when asked (atomically). */
+ * input, and/or the input itself when asked (atomically). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,9 +18,9 @@ float *av_gather_rows(const float *local, int64_t local_rows, int64_t cols, int6
 int av_write_results(const AvOutputSpec *o, char *err) {
     int rc = 0;
     if (dist_rank() == 0) {
-        if (o->inplace) {
+        if (o->inplace)
             rc = av_write_obsm_inplace(o->input, o->obsm_key, o->obsm, o->n_obs, o->obsm_cols, err);
-        } else {
+        if (!rc && o->output) {
             AvInput in = {0};
             rc = av_input_open(&in, o->input, o->layer, err) || av_input_read_names(&in, err);
             AvWriter *w = rc ? NULL : av_writer_create(o->output, &in, err);

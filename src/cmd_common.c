@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "dist/dist.h"
 #include "src/cli.h"
@@ -195,10 +197,12 @@ int av_finish_run(const AvRunOptions *r, const char *input, const AvSetup *s, Av
         AvOutputSpec o = {input,         s->layer, r->output, r->inplace,          d->n_obs, G,
                           r->latent_key, z_all,    L,         r->normalized_layer, norm_all};
         rc = av_write_results(&o, err);
-        if (!rc && dist_rank() == 0)
+        if (!rc && dist_rank() == 0 && r->inplace)
+            fprintf(stderr, "atlasvi: wrote obsm/%s to %s\n", r->latent_key, input);
+        if (!rc && dist_rank() == 0 && r->output)
             fprintf(stderr, "atlasvi: wrote obsm/%s%s%s to %s\n", r->latent_key,
                     r->normalized_layer ? " and layers/" : "",
-                    r->normalized_layer ? r->normalized_layer : "", r->inplace ? input : r->output);
+                    r->normalized_layer ? r->normalized_layer : "", r->output);
     }
     if (!rc && r->model_out) {
         int lrc = dist_rank() == 0 ? av_model_save(r->model_out, m, s, st, h, err) : 0;
@@ -210,6 +214,64 @@ int av_finish_run(const AvRunOptions *r, const char *input, const AvSetup *s, Av
     free(z_all);
     free(norm_all);
     return rc;
+}
+
+/* Whether two paths name the same file (the same name, or the same inode when both exist). */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!a || !b) return 0;
+    if (!strcmp(a, b)) return 1;
+    return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* A file can be created at path: not a folder, and its folder exists and is writable. */
+static int writable_place(const char *path, const char *opt, char *err) {
+    struct stat st;
+    if (!stat(path, &st) && S_ISDIR(st.st_mode))
+        return av_err(err, "%s '%s' is a folder; give a file name", opt, path);
+    char *dir = av_strdup(path);
+    char *slash = strrchr(dir, '/');
+    const char *d = dir;
+    if (!slash)
+        d = ".";
+    else if (slash == dir)
+        d = "/";
+    else
+        *slash = 0;
+    int rc = 0;
+    if (access(d, W_OK | X_OK) != 0)
+        rc = av_err(err, "%s '%s': the folder '%s' %s", opt, path, d,
+                    errno == ENOENT ? "does not exist" : "is not writable");
+    free(dir);
+    return rc;
+}
+
+int av_check_outputs(const AvRunOptions *r, const char *input, const char *model_in,
+                     const char *metrics, const char *checkpoint, char *err) {
+    int rc = 0;
+    if (dist_rank() == 0) {
+        const char *out[4] = {r->output, r->model_out,
+                              metrics && strcmp(metrics, "-") ? metrics : NULL, checkpoint};
+        static const char *const opt[4] = {"--output", "--model-out", "--metrics", "--checkpoint"};
+        if (r->inplace && input && !access(input, F_OK) && access(input, W_OK))
+            rc = av_err(err, "--write-input: '%s' is not writable", input);
+        for (int i = 0; i < 4 && !rc; i++) {
+            if (!out[i]) continue;
+            int model_file = i == 1 || i == 3;
+            if (same_file(out[i], input))
+                rc = av_err(err, "%s '%s' is the input file, which would be overwritten%s", opt[i],
+                            out[i], i == 0 ? " (--write-input adds obsm to the input)" : "");
+            else if (!model_file && same_file(out[i], model_in))
+                rc = av_err(err, "%s '%s' is the model file being read, which would be overwritten",
+                            opt[i], out[i]);
+            else
+                rc = writable_place(out[i], opt[i], err);
+            for (int j = 0; j < i && !rc; j++)
+                if (!(model_file && (j == 1 || j == 3)) && same_file(out[i], out[j]))
+                    rc = av_err(err, "%s and %s both name '%s'", opt[j], opt[i], out[i]);
+        }
+    }
+    return dist_any_failed(rc, err) ? -1 : 0;
 }
 
 static void apply_usage(int normalize) {
@@ -260,6 +322,7 @@ int av_cmd_apply(int argc, char **argv, int normalize) {
         if (dist_rank() == 0) fprintf(stderr, "atlasvi: error: %s\n", err);
         return 1;
     }
+    if (av_check_outputs(&ro, pos[1], pos[0], NULL, NULL, err)) return 1;
     if (ro.threads > 0) omp_set_num_threads(ro.threads);
     AvScvi m = {0};
     AvSetup saved = {0}, s = {0};

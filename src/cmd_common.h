@@ -31,6 +31,14 @@ int av_parse_int(const char *v, const char *name, long lo, long hi, int *out, ch
 int av_parse_float(const char *v, const char *name, double lo, double hi, float *out, char *err);
 int av_parse_double(const char *v, const char *name, double lo, double hi, double *out, char *err);
 
+/* Collective, before any work: each file to write (--output, --model-out, --metrics other
+ * than '-', --checkpoint; NULLs skipped) must be in an existing, writable folder and must
+ * not be the input, the model file being read (only --model-out/--checkpoint may replace
+ * it) or another output; --write-input needs a writable input. Rank 0 checks; the
+ * message is printed once. */
+int av_check_outputs(const AvRunOptions *r, const char *input, const char *model_in,
+                     const char *metrics, const char *checkpoint, char *err);
+
 /* Collective: latent (and normalized expression when asked) gathered to rank 0 and
  * written, then the model file saved. */
 int av_finish_run(const AvRunOptions *r, const char *input, const AvSetup *s, AvScvi *m,

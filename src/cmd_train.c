@@ -153,6 +153,10 @@ int av_cmd_train(int argc, char **argv) {
         av_setup_free(&setup);
         return 1;
     }
+    if (av_check_outputs(&ro, input, resume, metrics, ckpt_path, err)) {
+        av_setup_free(&setup);
+        return 1;
+    }
     to.seed = ro.seed;
     if (ro.threads > 0) omp_set_num_threads(ro.threads);
 

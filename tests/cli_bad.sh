@@ -1,0 +1,131 @@
+#!/bin/sh
+# Bad input to `atlasvi train`, `latent` and `normalize`: each gives exactly one
+# "atlasvi: error:" line and exit 1 within CLI_TIMEOUT (no hang, no crash), on one
+# process or under mpiexec -n CLI_NP; writes no output file and no .tmp file; leaves
+# every input unchanged. Non-integer counts only warn. Inputs: cli_setup.sh's folder.
+# Under MPI a failing mpiexec takes over a second, so cases that exercise nothing
+# distributed beyond what a sibling case does run on one process only (np1_only).
+# usage: cli_bad.sh INPUT_DIR WORK_DIR
+. "$AV_SRC/tests/cli_lib.sh"
+D=$1
+W=$2
+fresh_dir "$W"
+BEFORE=$(cd "$D" && sums ./*)
+M=$D/base_model.h5
+B=$D/base.h5ad
+train_err() { # NAME NEEDLE ARGS...: train with outputs that must not appear
+    _tn=$1
+    _tneedle=$2
+    shift 2
+    expect_error "$_tn" "$_tneedle" train "$@" --max-epochs 1 --no-progress \
+        --output "$W/out_$_tn.h5ad" --model-out "$W/outmodel_$_tn.h5" --metrics "$W/outmetrics_$_tn.jsonl"
+}
+latent_err() { # NAME NEEDLE MODEL INPUT ARGS...
+    _ln=$1
+    _lneedle=$2
+    shift 2
+    expect_error "$_ln" "$_lneedle" latent "$@" --output "$W/out_$_ln.h5ad"
+}
+
+# files that are not what they claim
+train_err missing_file "$D/no_such_file.h5ad" "$D/no_such_file.h5ad"
+np1_only && train_err not_hdf5 "not an HDF5 file" "$D/text.h5ad"
+np1_only && train_err truncated "$D/trunc.h5ad" "$D/trunc.h5ad"
+np1_only && train_err truncated95 "$D/trunc95.h5ad" "$D/trunc95.h5ad"
+CORRUPT="30 55 80"
+np1_only || CORRUPT=55
+for pct in $CORRUPT; do
+    # overwritten bytes: an error naming the file, or (if they fell on unused space) a
+    # normal run; never a crash or a hang
+    run_av "corrupt$pct" train "$D/corrupt$pct.h5ad" --batch-key batch --max-epochs 1 \
+        --no-progress --output "$W/out_corrupt$pct.h5ad"
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        ok "corrupt$pct: read fine (damage outside the data read)"
+        rm -f "$W/out_corrupt$pct.h5ad"
+    elif [ $rc -eq 1 ] && check_one_error "corrupt$pct" "$W/corrupt$pct.err" "corrupt$pct.h5ad"; then
+        ok "corrupt$pct: $(grep '^atlasvi: error' "$W/corrupt$pct.err")"
+    else
+        [ $rc -ne 1 ] && fail "corrupt$pct: exit $rc"
+    fi
+done
+# keys
+np1_only && train_err no_layer "layer 'nope'" "$B" --layer nope
+np1_only && train_err no_batch_key "'nope'" "$B" --batch-key nope
+np1_only && train_err no_labels_key "'nolabels'" "$B" --labels-key nolabels
+np1_only && train_err no_cont_key "'nocont'" "$B" --continuous-covariate-keys nocont
+# counts
+train_err negative "negative count" "$D/neg.h5ad" --batch-key batch
+train_err nan "NaN" "$D/nan.h5ad" --batch-key batch
+np1_only && train_err inf "Inf" "$D/inf.h5ad" --batch-key batch
+train_err zero_cell "zero total counts" "$D/zero.h5ad" --batch-key batch
+# --write-input on a bad copy leaves it as it was
+cp "$D/neg.h5ad" "$W/neg_copy.h5ad"
+s0=$(sums "$W/neg_copy.h5ad" | cut -d' ' -f1,2)
+expect_error negative_write_input "negative count" train "$W/neg_copy.h5ad" --write-input \
+    --max-epochs 1 --no-progress
+[ "$(sums "$W/neg_copy.h5ad" | cut -d' ' -f1,2)" = "$s0" ] || fail "negative_write_input: the input changed"
+# non-integer counts: one warning, training goes on
+if run_av frac train "$D/frac.h5ad" --batch-key batch --max-epochs 1 --no-progress \
+    --output "$W/out_frac.h5ad"; then
+    nw=$(grep -c '^atlasvi: warning: ' "$W/frac.err")
+    ne=$(grep -c '^atlasvi: error' "$W/frac.err")
+    if [ "$nw" -ne 1 ] || [ "$ne" -ne 0 ] || ! grep -q 'not integers' "$W/frac.err"; then
+        fail "frac: want one 'atlasvi: warning: ... not integers' line, got:"
+        sed 's/^/    /' "$W/frac.err"
+    elif [ ! -f "$W/out_frac.h5ad" ]; then
+        fail "frac: no output written"
+    else
+        ok "frac: $(grep '^atlasvi: warning' "$W/frac.err")"
+    fi
+    rm -f "$W/out_frac.h5ad"
+else
+    fail "frac: non-integer counts must warn, not fail (exit $?)"
+    sed 's/^/    /' "$W/frac.err"
+fi
+# model files
+np1_only && latent_err model_missing "no_model.h5" "$D/no_model.h5" "$B"
+np1_only && latent_err model_not_hdf5 "text.h5ad" "$D/text.h5ad" "$B"
+np1_only && latent_err model_not_model "notmodel.h5" "$D/notmodel.h5" "$B"
+np1_only && latent_err model_is_data "base.h5ad" "$B" "$B"
+latent_err model_version "version 99" "$D/model_v99.h5" "$B"
+np1_only && train_err resume_not_model "notmodel.h5" "$B" --resume "$D/notmodel.h5"
+# data that does not fit the model
+np1_only && latent_err other_genes "other_0" "$M" "$D/genes.h5ad"
+np1_only && latent_err fewer_genes "40 genes" "$M" "$D/fewgenes.h5ad"
+latent_err new_batch "'b9'" "$M" "$D/newbatch.h5ad"
+np1_only && latent_err no_batch_column "'batch'" "$M" "$D/nobatch.h5ad"
+np1_only && latent_err latent_negative "negative count" "$M" "$D/neg.h5ad"
+np1_only && latent_err latent_truncated "trunc.h5ad" "$M" "$D/trunc.h5ad"
+np1_only && train_err resume_other_genes "other_0" "$D/genes.h5ad" --resume "$M"
+expect_error transform_batch "'b7'" normalize "$M" "$B" --transform-batch b7 \
+    --output "$W/out_transform_batch.h5ad"
+# usage errors (option parsing happens before MPI matters: one process only)
+np1_only && expect_error no_output "nothing to write" train "$B"
+np1_only && expect_error bad_value "--max-epochs" train "$B" --max-epochs zero --output "$W/out_bad_value.h5ad"
+np1_only && expect_error missing_value "needs a value" train "$B" --output "$W/out_missing_value.h5ad" --batch-key
+# outputs that would overwrite what is read, or cannot be written: refused before any work
+cp "$B" "$W/in_copy.h5ad"
+cp "$M" "$W/model_copy.h5"
+s0=$(sums "$W/in_copy.h5ad" "$W/model_copy.h5" | cut -d' ' -f1,2)
+np1_only && expect_error output_is_input "is the input file" train "$W/in_copy.h5ad" --max-epochs 1 \
+    --output "$W/in_copy.h5ad"
+np1_only && expect_error model_out_is_input "is the input file" train "$W/in_copy.h5ad" --max-epochs 1 \
+    --model-out "$W/in_copy.h5ad"
+np1_only && expect_error metrics_is_input "is the input file" train "$W/in_copy.h5ad" \
+    --max-epochs 1 --model-out "$W/outmodel_x.h5" --metrics "$W/in_copy.h5ad"
+np1_only && expect_error output_is_model "model file being read" latent "$W/model_copy.h5" "$B" \
+    --output "$W/model_copy.h5"
+expect_error output_dir_missing "does not exist" train "$B" --max-epochs 1 \
+    --output "$W/no_dir/out.h5ad"
+np1_only && expect_error output_is_folder "is a folder" train "$B" --max-epochs 1 --output "$W"
+[ "$(sums "$W/in_copy.h5ad" "$W/model_copy.h5" | cut -d' ' -f1,2)" = "$s0" ] &&
+    ok "refused outputs: input and model unchanged" || fail "a refused output changed a file"
+
+# nothing written, nothing left behind, nothing changed
+left=$(find "$W" -name 'out_*.h5ad' -o -name 'outmodel_*' -o -name 'outmetrics_*' -o -name '*.tmp*')
+[ -z "$left" ] && ok "no output files from failed runs" || fail "files written by failed runs: $left"
+no_tmp "$D"
+AFTER=$(cd "$D" && sums ./*)
+[ "$BEFORE" = "$AFTER" ] && ok "inputs unchanged" || fail "inputs changed: $(echo "$AFTER" | diff - "$BEFORE" 2>&1 | head)"
+finish

@@ -1,0 +1,181 @@
+/* Writes the inputs of the CLI bad-input tests (tests/cli_bad.sh) with io/'s streaming
+ * CSR writer, so that no Python is needed:
+ *
+ *   make_bad_inputs data DIR
+ *     base.h5ad      200 cells x 50 genes, integer counts, obs 'batch' (b0, b1): trains
+ *     neg.h5ad       as base, one count of -1 in the last cell (rank 1's shard under np 2)
+ *     nan.h5ad       as base, a NaN in the first cell
+ *     inf.h5ad       as base, +Inf in the last cell
+ *     zero.h5ad      as base, the last cell has no counts at all
+ *     frac.h5ad      as base, five counts of x.5 (scvi-tools warns, trains)
+ *     genes.h5ad     as base, other gene names (other_0, ...)
+ *     fewgenes.h5ad  40 genes instead of 50
+ *     newbatch.h5ad  as base, batch categories b0, b9 (b9 unknown to a model of base)
+ *     nobatch.h5ad   as base, no obs columns
+ *     notmodel.h5    an HDF5 file with one dataset, not a model
+ *   make_bad_inputs version MODEL.h5 OUT.h5
+ *     copies a model file and sets its atlasvi_blob_version attribute to 99 */
+#include <hdf5.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io/output.h"
+#include "src/data.h"
+#include "src/util.h"
+
+#define N_CELLS 200
+#define N_GENES 50
+
+typedef enum { PLAIN, NEG, NAN_, INF, ZERO, FRAC, GENES, FEWGENES, NEWBATCH, NOBATCH } Kind;
+
+static uint64_t rng_state = 12345;
+static uint32_t next_u32(void) {
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (uint32_t)(rng_state >> 33);
+}
+
+/* The same counts for every kind (the RNG restarts), then the kind's change. */
+static int write_file(const char *dir, const char *name, Kind kind) {
+    char path[4096], err[AV_ERRLEN] = "";
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int64_t g = kind == FEWGENES ? 40 : N_GENES;
+    char **var_names = NULL;
+    if (kind == GENES) {
+        var_names = av_malloc(sizeof(char *) * (size_t)g);
+        for (int64_t j = 0; j < g; j++) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "other_%lld", (long long)j);
+            var_names[j] = av_strdup(buf);
+        }
+    }
+    AvCsrWriter *w = av_csr_writer_create(path, g, var_names, err);
+    if (var_names) av_free_strings(var_names, g);
+    if (!w) {
+        fprintf(stderr, "make_bad_inputs: %s\n", err);
+        return 1;
+    }
+    rng_state = 12345;
+    AvCsr m = {0};
+    m.n_rows = N_CELLS;
+    m.n_cols = g;
+    m.indptr = av_malloc(sizeof(int64_t) * (N_CELLS + 1));
+    m.indices = av_malloc(sizeof(int32_t) * (size_t)(N_CELLS * g));
+    m.data = av_malloc(sizeof(float) * (size_t)(N_CELLS * g));
+    int64_t nnz = 0;
+    m.indptr[0] = 0;
+    int n_frac = 0;
+    for (int64_t i = 0; i < N_CELLS; i++) {
+        int64_t row_start = nnz;
+        for (int64_t j = 0; j < g; j++) {
+            uint32_t u = next_u32();
+            if (u % 100 < 45) { /* ~45% non-zero, counts 1..12, more for low genes */
+                float v = (float)(1 + (u >> 8) % (j < 10 ? 12 : 5));
+                if (kind == ZERO && i == N_CELLS - 1) continue;
+                if (kind == FRAC && i % 40 == 7 && n_frac < 5 && nnz > row_start) {
+                    v += 0.5f;
+                    n_frac++;
+                }
+                m.indices[nnz] = (int32_t)j;
+                m.data[nnz++] = v;
+            }
+        }
+        if (nnz == row_start && !(kind == ZERO && i == N_CELLS - 1)) { /* never empty */
+            m.indices[nnz] = 0;
+            m.data[nnz++] = 1;
+        }
+        m.indptr[i + 1] = nnz;
+    }
+    int64_t last = m.indptr[N_CELLS - 1];
+    if (kind == NEG) m.data[last] = -1.0f;
+    if (kind == NAN_) m.data[0] = NAN;
+    if (kind == INF) m.data[last] = INFINITY;
+    int rc = av_csr_writer_append(w, &m, err);
+    if (rc) {
+        av_csr_writer_abort(w);
+    } else {
+        int32_t codes[N_CELLS];
+        for (int i = 0; i < N_CELLS; i++) codes[i] = i % 3 == 0;
+        char *cats[2] = {"b0", kind == NEWBATCH ? "b9" : "b1"};
+        AvColumn col = {0};
+        col.name = "batch";
+        col.kind = AV_COL_CATEGORICAL;
+        col.n = N_CELLS;
+        col.codes = codes;
+        col.n_categories = 2;
+        col.categories = cats;
+        rc = av_csr_writer_finish(w, NULL, &col, kind == NOBATCH ? 0 : 1, err);
+    }
+    if (rc) fprintf(stderr, "make_bad_inputs: %s\n", err);
+    av_csr_free(&m);
+    return rc ? 1 : 0;
+}
+
+static int write_not_model(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/notmodel.h5", dir);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return 1;
+    hsize_t dims[2] = {7, 3};
+    double v[21];
+    for (int i = 0; i < 21; i++) v[i] = (double)(next_u32() % 1000) / 7.0;
+    hid_t sp = H5Screate_simple(2, dims, NULL);
+    hid_t d = H5Dcreate2(f, "random", H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(sp);
+    return (H5Fclose(f) < 0 || e < 0) ? 1 : 0;
+}
+
+static int copy_file(const char *from, const char *to) {
+    FILE *a = fopen(from, "rb"), *b = a ? fopen(to, "wb") : NULL;
+    int rc = !a || !b;
+    char buf[1 << 16];
+    size_t n;
+    while (!rc && (n = fread(buf, 1, sizeof buf, a)) > 0)
+        if (fwrite(buf, 1, n, b) != n) rc = 1;
+    if (a) fclose(a);
+    if (b && fclose(b)) rc = 1;
+    return rc;
+}
+
+static int other_version(const char *model, const char *out) {
+    if (copy_file(model, out)) {
+        fprintf(stderr, "make_bad_inputs: cannot copy %s to %s\n", model, out);
+        return 1;
+    }
+    hid_t f = H5Fopen(out, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return 1;
+    hid_t a = H5Aopen(f, "atlasvi_blob_version", H5P_DEFAULT);
+    int64_t v = 99;
+    herr_t e = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &v);
+    if (a >= 0) H5Aclose(a);
+    if (H5Fclose(f) < 0 || e < 0) {
+        fprintf(stderr, "make_bad_inputs: cannot set the version of %s\n", out);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "version")) return other_version(argv[2], argv[3]);
+    if (argc != 3 || strcmp(argv[1], "data")) {
+        fprintf(stderr, "usage: make_bad_inputs data DIR | version MODEL.h5 OUT.h5\n");
+        return 2;
+    }
+    const char *dir = argv[2];
+    static const struct {
+        const char *name;
+        Kind kind;
+    } files[] = {{"base.h5ad", PLAIN},     {"neg.h5ad", NEG},           {"nan.h5ad", NAN_},
+                 {"inf.h5ad", INF},        {"zero.h5ad", ZERO},         {"frac.h5ad", FRAC},
+                 {"genes.h5ad", GENES},    {"fewgenes.h5ad", FEWGENES}, {"newbatch.h5ad", NEWBATCH},
+                 {"nobatch.h5ad", NOBATCH}};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        rc |= write_file(dir, files[i].name, files[i].kind);
+    rc |= write_not_model(dir);
+    return rc;
+}
