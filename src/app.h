@@ -37,6 +37,14 @@ void av_setup_copy_keys(AvSetup *dst, const AvSetup *src);
 int av_setup_load(AvSetup *s, const char *path, const AvSetup *reference, AvTrainData *d,
                   char *err);
 void av_train_data_free(AvTrainData *d);
+/* As av_setup_load, but no counts are read: d holds this rank's block (row0, x.n_rows,
+ * x.n_cols, codes, covariates) for a trainer that streams the counts (src/app_stream.c). */
+int av_setup_load_meta(AvSetup *s, const char *path, const AvSetup *reference, AvTrainData *d,
+                       char *err);
+/* Checks the counts of rows read at global row row0: negative, NaN/Inf values and empty
+ * cells are errors (one line naming path and cell); non-integers are counted. */
+int av_check_counts(const AvCsr *x, int64_t row0, const char *path, int64_t *non_integer,
+                    char *err);
 
 /* The communicator of this process (dist/ behind the trainer's interface). */
 AvComm av_comm_world(void);

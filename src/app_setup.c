@@ -119,8 +119,8 @@ static int read_cont(AvInput *in, const char *key, float *out, int64_t stride, c
 }
 
 /* Negative, NaN/Inf and empty cells are errors; non-integers are counted for a warning. */
-static int check_counts(const AvCsr *x, int64_t row0, const char *path, int64_t *non_integer,
-                        char *err) {
+int av_check_counts(const AvCsr *x, int64_t row0, const char *path, int64_t *non_integer,
+                    char *err) {
     for (int64_t i = 0; i < x->n_rows; i++) {
         double tot = 0;
         for (int64_t k = x->indptr[i]; k < x->indptr[i + 1]; k++) {
@@ -144,7 +144,20 @@ static int check_counts(const AvCsr *x, int64_t row0, const char *path, int64_t 
     return 0;
 }
 
+static int setup_load(AvSetup *s, const char *path, const AvSetup *ref, AvTrainData *d,
+                      int read_counts, char *err);
+
 int av_setup_load(AvSetup *s, const char *path, const AvSetup *ref, AvTrainData *d, char *err) {
+    return setup_load(s, path, ref, d, 1, err);
+}
+
+int av_setup_load_meta(AvSetup *s, const char *path, const AvSetup *ref, AvTrainData *d,
+                       char *err) {
+    return setup_load(s, path, ref, d, 0, err);
+}
+
+static int setup_load(AvSetup *s, const char *path, const AvSetup *ref, AvTrainData *d,
+                      int read_counts, char *err) {
     int rank = dist_rank(), P = dist_size();
     AvInput in = {0};
     memset(d, 0, sizeof *d);
@@ -217,12 +230,16 @@ int av_setup_load(AvSetup *s, const char *path, const AvSetup *ref, AvTrainData 
     dist_bcast(bounds, (int64_t)sizeof(int64_t) * (P + 1), 0);
     int64_t lo = bounds[rank], hi = bounds[rank + 1];
     free(bounds);
-    /* Phase 3: every rank reads its own cells. */
+    /* Phase 3: every rank reads its own cells (unless they are to be streamed). */
     rc = 0;
-    if (rank != 0) rc = av_input_open(&in, path, s->layer, err);
-    if (!rc) rc = av_input_read_rows(&in, lo, hi, &d->x, err);
     int64_t non_integer = 0;
-    if (!rc) rc = check_counts(&d->x, lo, path, &non_integer, err);
+    if (read_counts) {
+        if (rank != 0) rc = av_input_open(&in, path, s->layer, err);
+        if (!rc) rc = av_input_read_rows(&in, lo, hi, &d->x, err);
+        if (!rc) rc = av_check_counts(&d->x, lo, path, &non_integer, err);
+    } else {
+        d->x.n_rows = hi - lo;
+    }
     if (dist_any_failed(rc, err)) goto fail;
     dist_allreduce_i64(&non_integer, 1);
     if (non_integer && rank == 0)

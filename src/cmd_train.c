@@ -8,6 +8,7 @@
 
 #include "dist/dist.h"
 #include "src/app.h"
+#include "src/app_stream.h"
 #include "src/cli.h"
 #include "src/cmd_common.h"
 #include "src/util.h"
@@ -43,6 +44,14 @@ static void usage(FILE *f) {
             "  --reduce-lr-on-plateau  --lr-patience 30  --lr-factor 0.6\n"
             "  --check-val-every-n-epoch 1 (0: only for early stopping / LR plateau)\n"
             "  --seed 0  --threads T (threads per rank)\n"
+            "out of core:\n"
+            "  --stream              read each rank's cells in chunks on a prefetch thread\n"
+            "                        instead of holding them in memory; cells are shuffled\n"
+            "                        within a window of chunks (peak memory per rank is\n"
+            "                        about (window + 1) chunks, whatever the file size)\n"
+            "  --stream-chunk-cells 65536  cells per chunk\n"
+            "  --max-steps N         stop after N optimiser steps (benchmarks)\n"
+            "  --shuffle-window 4    chunks shuffled together\n"
             "outputs:\n"
             "  --output OUT.h5ad     new .h5ad with obs, var and obsm[latent key]\n"
             "  --write-input         write obsm[latent key] into INPUT itself (atomically)\n"
@@ -72,6 +81,60 @@ static int checkpoint(void *ctx, int epoch, char *err) {
     return dist_any_failed(rc, err);
 }
 
+/* av_finish_run for --stream: the latent (and normalized expression) are computed chunk
+ * by chunk through the stream, gathered and written; then the model file. */
+static int finish_stream(const AvRunOptions *r, const char *input, const AvSetup *s, AvScvi *m,
+                         const AvTrainData *d, const AvStreamInput *si, const AvOptState *st,
+                         const AvHistory *h, char *err) {
+    AvComm comm = av_comm_world();
+    int64_t n = d->x.n_rows, L = m->cfg.n_latent, G = m->cfg.n_input;
+    int64_t non_integer = av_stream_non_integer(si);
+    dist_allreduce_i64(&non_integer, 1);
+    if (non_integer && dist_rank() == 0)
+        fprintf(stderr,
+                "atlasvi: warning: %s: %lld values are not integers; scVI expects raw counts (as "
+                "scvi-tools, training went on)\n",
+                input, (long long)non_integer);
+    int rc = 0, tb = -1;
+    if (r->transform_batch) {
+        for (int64_t b = 0; b < s->n_categories[0]; b++)
+            if (!strcmp(s->categories[0][b], r->transform_batch)) tb = (int)b;
+        if (tb < 0)
+            rc = av_err(err, "--transform-batch '%s' is not a batch category of the model",
+                        r->transform_batch);
+    }
+    if (dist_any_failed(rc, err)) return -1;
+    if (r->output || r->inplace) {
+        float *z = av_malloc(sizeof(float) * (size_t)(n * L + 1));
+        float *norm = r->normalized_layer ? av_malloc(sizeof(float) * (size_t)(n * G + 1)) : NULL;
+        rc = av_stream_outputs(m, d, &comm, 128, z, norm, r->n_samples, tb, r->library_size, err);
+        if (dist_any_failed(rc, err)) {
+            free(z);
+            free(norm);
+            return -1;
+        }
+        float *z_all = av_gather_rows(z, n, L, d->n_obs);
+        float *norm_all = norm ? av_gather_rows(norm, n, G, d->n_obs) : NULL;
+        free(z);
+        free(norm);
+        AvOutputSpec o = {input,         s->layer, r->output, r->inplace,          d->n_obs, G,
+                          r->latent_key, z_all,    L,         r->normalized_layer, norm_all};
+        rc = av_write_results(&o, err);
+        if (!rc && dist_rank() == 0)
+            fprintf(stderr, "atlasvi: wrote obsm/%s%s%s to %s\n", r->latent_key,
+                    r->normalized_layer ? " and layers/" : "",
+                    r->normalized_layer ? r->normalized_layer : "", r->inplace ? input : r->output);
+        free(z_all);
+        free(norm_all);
+        if (rc) return rc;
+    }
+    AvRunOptions mo = *r; /* the model file, as av_finish_run writes it */
+    mo.output = NULL;
+    mo.inplace = 0;
+    mo.normalized_layer = NULL;
+    return av_finish_run(&mo, input, s, m, d, st, h, err);
+}
+
 int av_cmd_train(int argc, char **argv) {
     AvScviConfig cfg;
     AvTrainOptions to;
@@ -82,7 +145,7 @@ int av_cmd_train(int argc, char **argv) {
     av_run_defaults(&ro);
     to.progress = isatty(2);
     const char *input = NULL, *resume = NULL, *metrics = NULL, *ckpt_path = NULL;
-    int ckpt_every = 0;
+    int ckpt_every = 0, stream = 0, chunk_cells = 65536, window = 4;
     char err[AV_ERRLEN] = "";
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
@@ -131,6 +194,16 @@ int av_cmd_train(int argc, char **argv) {
             resume = v;
         } else if ((v = av_opt(argc, argv, &i, "--metrics", &missing))) {
             metrics = v;
+        } else if ((v = av_opt(argc, argv, &i, "--max-steps", &missing))) {
+            int ms = 0;
+            bad = av_parse_int(v, a, 1, 2000000000, &ms, err);
+            to.max_steps = ms;
+        } else if (!strcmp(a, "--stream")) {
+            stream = 1;
+        } else if ((v = av_opt(argc, argv, &i, "--stream-chunk-cells", &missing))) {
+            bad = av_parse_int(v, a, 1, 1 << 30, &chunk_cells, err);
+        } else if ((v = av_opt(argc, argv, &i, "--shuffle-window", &missing))) {
+            bad = av_parse_int(v, a, 1, 1024, &window, err);
         } else if (!strcmp(a, "--no-progress")) {
             to.progress = 0;
         } else if (a[0] == '-' && !missing) {
@@ -167,6 +240,7 @@ int av_cmd_train(int argc, char **argv) {
     AvHistory hist = {0};
     AvTrainData data = {0};
     AvComm comm = av_comm_world();
+    AvStreamInput *si = NULL;
     int rc = 0;
     if (resume) {
         AvSetup saved = {0};
@@ -177,12 +251,14 @@ int av_cmd_train(int argc, char **argv) {
         }
         av_setup_free(&setup);
         av_setup_copy_keys(&setup, &saved);
-        rc = av_setup_load(&setup, input, &saved, &data, err);
+        rc = stream ? av_stream_setup(&setup, input, &saved, &data, chunk_cells, window, &si, err)
+                    : av_setup_load(&setup, input, &saved, &data, err);
         av_setup_free(&saved);
         if (rc) goto done;
         cfg = model.cfg;
     } else {
-        if (av_setup_load(&setup, input, NULL, &data, err)) {
+        if (stream ? av_stream_setup(&setup, input, NULL, &data, chunk_cells, window, &si, err)
+                   : av_setup_load(&setup, input, NULL, &data, err)) {
             av_setup_free(&setup);
             return 1;
         }
@@ -199,10 +275,14 @@ int av_cmd_train(int argc, char **argv) {
     if (!cfg.use_observed_lib_size) {
         double *pm = av_malloc(sizeof(double) * (size_t)cfg.n_batch);
         double *pv = av_malloc(sizeof(double) * (size_t)cfg.n_batch);
-        av_library_prior(&data, &comm, cfg.n_batch, pm, pv);
+        if (stream)
+            rc = av_stream_library_prior(&data, &comm, cfg.n_batch, pm, pv, err);
+        else
+            av_library_prior(&data, &comm, cfg.n_batch, pm, pv);
         av_scvi_set_library_prior(&model, pm, pv);
         free(pm);
         free(pv);
+        if (dist_any_failed(rc == -1, err)) goto done; /* -2: another rank failed */
     }
     /* every rank starts from rank 0's weights */
     dist_bcast(model.g.param_v, (int64_t)sizeof(float) * model.g.param_size, 0);
@@ -227,8 +307,9 @@ int av_cmd_train(int argc, char **argv) {
     }
     rc = av_train(&model, &data, &to, &comm, &st, &hist, err);
     if (mf && mf != stdout) fclose(mf);
-    if (dist_any_failed(rc, err)) goto done;
-    rc = av_finish_run(&ro, input, &setup, &model, &data, &st, &hist, err);
+    if (dist_any_failed(rc == -1, err)) goto done; /* -2: another rank's read failed */
+    rc = stream ? finish_stream(&ro, input, &setup, &model, &data, si, &st, &hist, err)
+                : av_finish_run(&ro, input, &setup, &model, &data, &st, &hist, err);
     if (!rc && dist_rank() == 0) {
         int e = hist.n_epochs - 1;
         printf("trained scVI: %lld cells x %lld genes, %d epochs in %.1f s (%.0f cells/s, %d "
@@ -242,6 +323,7 @@ done:
     av_opt_state_free(&st);
     av_scvi_free(&model);
     av_train_data_free(&data);
+    av_stream_input_free(si);
     av_setup_free(&setup);
     return rc ? 1 : 0;
 }

@@ -87,8 +87,8 @@ typedef struct {
 
 static void mini_init(Mini *mb, const AvTrainData *d, int64_t cap_rows) {
     memset(mb, 0, sizeof *mb);
-    int64_t max_row = 0;
-    for (int64_t i = 0; i < d->x.n_rows; i++) {
+    int64_t max_row = 0; /* streaming (no indptr): grown on demand by mini_fill_feed */
+    for (int64_t i = 0; d->x.indptr && i < d->x.n_rows; i++) {
         int64_t nz = d->x.indptr[i + 1] - d->x.indptr[i];
         if (nz > max_row) max_row = nz;
     }
@@ -130,6 +130,45 @@ static const AvBatch *mini_fill(Mini *mb, const AvTrainData *d, const int64_t *r
                    sizeof(float) * (size_t)d->n_cont);
     }
     mb->indptr[n] = nz;
+    AvBatch b = {(int)n,     n_global, mb->cell, mb->indptr, mb->indices,
+                 mb->counts, d->n_cat, mb->cat,  d->n_cont,  mb->cont};
+    mb->b = b;
+    return &mb->b;
+}
+
+/* Gathers the next n cells of a stream feed into the minibatch; *got is how many there
+ * were (fewer only at the end of the feed). -1 when a read failed (err filled). */
+static int mini_fill_feed(Mini *mb, const AvTrainData *d, AvFeed *f, int64_t n, int64_t *got,
+                          char *err) {
+    int64_t nz = 0, i = 0;
+    int rc = 0;
+    for (; i < n; i++) {
+        AvCellRef c;
+        rc = av_feed_next(f, &c, err);
+        if (rc) break;
+        if (nz + c.nnz > mb->cap_nnz) {
+            mb->cap_nnz = 2 * (nz + c.nnz);
+            mb->indices = av_realloc(mb->indices, sizeof(int32_t) * (size_t)(mb->cap_nnz + 1));
+            mb->counts = av_realloc(mb->counts, sizeof(float) * (size_t)(mb->cap_nnz + 1));
+        }
+        mb->indptr[i] = nz;
+        memcpy(mb->indices + nz, c.idx, sizeof(int32_t) * (size_t)c.nnz);
+        memcpy(mb->counts + nz, c.val, sizeof(float) * (size_t)c.nnz);
+        nz += c.nnz;
+        mb->cell[i] = d->row0 + c.row;
+        if (d->n_cat)
+            memcpy(mb->cat + i * d->n_cat, d->cat + c.row * d->n_cat,
+                   sizeof(int32_t) * (size_t)d->n_cat);
+        if (d->n_cont)
+            memcpy(mb->cont + i * d->n_cont, d->cont + c.row * d->n_cont,
+                   sizeof(float) * (size_t)d->n_cont);
+    }
+    mb->indptr[i] = nz;
+    *got = i;
+    return rc < 0 ? -1 : 0;
+}
+
+static const AvBatch *mini_batch(Mini *mb, const AvTrainData *d, int64_t n, int64_t n_global) {
     AvBatch b = {(int)n,     n_global, mb->cell, mb->indptr, mb->indices,
                  mb->counts, d->n_cat, mb->cat,  d->n_cont,  mb->cont};
     mb->b = b;
@@ -214,6 +253,39 @@ static void evaluate(AvScvi *m, const AvTrainData *d, Mini *mb, const int64_t *r
     g->training = 1;
 }
 
+/* evaluate() over the validation cells of a stream, read in row order. */
+static int evaluate_feed(AvScvi *m, const AvTrainData *d, Mini *mb, AvStream *s,
+                         const AvStreamPlan *p, int batch_size, double kl_weight, double *sums,
+                         char *err) {
+    AvGraph *g = &m->g;
+    AvFeed *f = av_feed_seq(s, p, 1);
+    int rc = 0;
+    g->training = 0;
+    for (;;) {
+        int64_t k = 0;
+        rc = mini_fill_feed(mb, d, f, batch_size, &k, err);
+        if (rc || k == 0) break;
+        av_graph_forward(g, mini_batch(mb, d, k, k));
+        double kl = g->loss_terms[1] + (m->kl_l ? g->loss_terms[2] : 0);
+        sums[0] += g->loss_terms[0];
+        sums[1] += kl;
+        sums[2] +=
+            g->loss_terms[0] + kl_weight * g->loss_terms[1] + (m->kl_l ? g->loss_terms[2] : 0);
+        if (k < batch_size) break;
+    }
+    g->training = 1;
+    av_feed_close(f);
+    return rc;
+}
+
+/* Streaming: whether any rank failed to read its cells (a collective every rank reaches
+ * at the same point). -1 where this rank failed (err holds why), -2 where another did. */
+static int stream_agree(const AvComm *c, int rc) {
+    double f = rc ? 1 : 0;
+    if (c->size > 1) c->allreduce_f64(&f, 1);
+    return rc ? -1 : f > 0 ? -2 : 0;
+}
+
 int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvComm *c,
              AvOptState *st, AvHistory *hist, char *err) {
     AvGraph *g = &m->g;
@@ -229,16 +301,27 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
     if ((r == 1 || r == 2) && !o->train_size_given && n_val > 0) n_train -= r, n_val += r;
     uint8_t *is_val = av_malloc((size_t)(n_local ? n_local : 1));
     split_cells(d, c, o->seed, n_val, is_val);
-    int64_t *train_rows = av_malloc(sizeof(int64_t) * (size_t)(n_local + 1));
-    int64_t *val_rows = av_malloc(sizeof(int64_t) * (size_t)(n_local + 1));
-    int64_t nt = 0, nv = 0;
-    for (int64_t i = 0; i < n_local; i++) {
-        if (is_val[i])
-            val_rows[nv++] = i;
-        else
-            train_rows[nt++] = i;
+    int64_t nt = 0, nv = 0, *train_rows = NULL, *val_rows = NULL;
+    AvStreamPlan plan = {0};
+    AvStream *stream = NULL;
+    if (d->stream) { /* out of core: the split flags stay, cells come through the stream */
+        for (int64_t i = 0; i < n_local; i++) nv += is_val[i];
+        nt = n_local - nv;
+        av_stream_plan_init(&plan, n_local, d->stream->chunk_cells, d->stream->window, o->seed,
+                            c->rank, is_val);
+        stream = av_stream_open(d->stream, n_local, d->stream->window + 1);
+    } else {
+        train_rows = av_malloc(sizeof(int64_t) * (size_t)(n_local + 1));
+        val_rows = av_malloc(sizeof(int64_t) * (size_t)(n_local + 1));
+        for (int64_t i = 0; i < n_local; i++) {
+            if (is_val[i])
+                val_rows[nv++] = i;
+            else
+                train_rows[nt++] = i;
+        }
+        free(is_val);
+        is_val = NULL;
     }
-    free(is_val);
 
     /* Every rank's train count, to cut each global step into per-rank shares. */
     double *counts = av_calloc((size_t)c->size, sizeof(double));
@@ -250,6 +333,9 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         free(counts);
         free(train_rows);
         free(val_rows);
+        free(is_val);
+        av_stream_close(stream);
+        av_stream_plan_free(&plan);
         return av_err(err, "too few training cells (%lld): need at least 2",
                       (long long)n_train_all);
     }
@@ -261,8 +347,8 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
     if (c->size > 1) g->reduce = c->allreduce_f64;
     double t0 = av_now();
     int64_t cells_done = 0;
-    int stop = 0;
-    for (int epoch = st->epochs_done; epoch < max_epochs && !stop; epoch++) {
+    int stop = 0, rc = 0;
+    for (int epoch = st->epochs_done; epoch < max_epochs && !stop && !rc; epoch++) {
         double klw = epoch < o->n_epochs_kl_warmup
                          ? o->min_kl_weight + (o->max_kl_weight - o->min_kl_weight) * epoch /
                                                   (double)o->n_epochs_kl_warmup
@@ -271,7 +357,12 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         /* a fresh local permutation per epoch (Fisher-Yates on the counter-based stream) */
         AvRngSeq rs;
         av_seq_init(&rs, o->seed, AV_STREAM_SHUFFLE, ((uint64_t)epoch << 24) | (uint64_t)c->rank);
-        for (int64_t i = nt - 1; i > 0; i--) {
+        AvFeed *feed = NULL;
+        if (stream) { /* chunks in a random order, shuffled within the window */
+            av_stream_plan_epoch(&plan, epoch);
+            feed = av_feed_train(stream, &plan);
+        }
+        for (int64_t i = stream ? 0 : nt - 1; i > 0; i--) {
             int64_t j = (int64_t)(av_seq_uniform(&rs) * (double)(i + 1));
             if (j > i) j = i;
             int64_t t = train_rows[i];
@@ -290,7 +381,21 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                 if (q == c->rank) lo = ql, hi = qh;
             }
             g->step = (int64_t)epoch * steps + s;
-            av_graph_forward(g, mini_fill(&mb, d, train_rows + lo, hi - lo, ng));
+            if (o->max_steps > 0 && g->step >= o->max_steps) {
+                stop = 1;
+                break;
+            }
+            if (feed) {
+                int64_t got = 0;
+                rc = mini_fill_feed(&mb, d, feed, hi - lo, &got, err);
+                if (!rc && got != hi - lo)
+                    rc = av_err(err, "internal: the stream gave %lld of %lld cells", (long long)got,
+                                (long long)(hi - lo));
+                if ((rc = stream_agree(c, rc))) break;
+                av_graph_forward(g, mini_batch(&mb, d, hi - lo, ng));
+            } else {
+                av_graph_forward(g, mini_fill(&mb, d, train_rows + lo, hi - lo, ng));
+            }
             av_graph_backward(g);
             if (c->size > 1) c->allreduce_f32(g->param_g, g->param_size);
             adam_step(m, st);
@@ -300,10 +405,18 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
             sums[2] += (double)(hi - lo);
             sums[3] += g->loss->v[0];
         }
+        av_feed_close(feed);
+        if (rc) break;
         double vs[4] = {0, 0, 0, (double)nv}; /* rec, kl, loss, cells */
         int run_val = validate && (o->check_val_every_n_epoch <= 1 ||
                                    (epoch + 1) % o->check_val_every_n_epoch == 0);
-        if (run_val) evaluate(m, d, &mb, val_rows, nv, (int)B, klw, vs);
+        if (run_val && stream) {
+            if ((rc = stream_agree(c,
+                                   evaluate_feed(m, d, &mb, stream, &plan, (int)B, klw, vs, err))))
+                break;
+        } else if (run_val) {
+            evaluate(m, d, &mb, val_rows, nv, (int)B, klw, vs);
+        }
         double all[8] = {sums[0], sums[1], sums[2], sums[3], vs[0], vs[1], vs[3], vs[2]};
         if (c->size > 1) c->allreduce_f64(all, 8);
         cells_done += (int64_t)all[2];
@@ -370,14 +483,7 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                 }
             }
         }
-        if (o->on_epoch && o->on_epoch(o->on_epoch_ctx, epoch, err)) {
-            g->reduce = NULL;
-            mini_free(&mb);
-            free(counts);
-            free(train_rows);
-            free(val_rows);
-            return -1;
-        }
+        if (o->on_epoch && o->on_epoch(o->on_epoch_ctx, epoch, err)) rc = -1;
     }
     if (o->progress && c->rank == 0 && stop) fputc('\n', stderr);
     g->reduce = NULL; /* later forwards (inference) are per rank */
@@ -385,7 +491,10 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
     free(counts);
     free(train_rows);
     free(val_rows);
-    return 0;
+    free(is_val);
+    av_stream_close(stream);
+    av_stream_plan_free(&plan);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ inference */

@@ -9,6 +9,7 @@
 #include "models/scvi.h"
 #include "src/adam.h"
 #include "src/data.h"
+#include "src/stream.h"
 
 /* What the trainer needs from the ranks; dist/ supplies it, tests may fake it. */
 typedef struct {
@@ -26,6 +27,9 @@ typedef struct {
     int32_t *cat; /* [n_rows, n_cat]: batch, label, extra covariates (models/scvi.h) */
     int n_cont;
     float *cont; /* [n_rows, n_cont] */
+    /* Out of core (atlasvi train --stream): x holds only n_rows and n_cols (no indptr)
+     * and the trainer reads the counts through this source, chunk by chunk. */
+    const AvCellSource *stream;
 } AvTrainData;
 
 typedef struct {
@@ -44,7 +48,9 @@ typedef struct {
     int check_val_every_n_epoch; /* validation ELBO every n epochs; 0: only when early
                                   * stopping or LR-on-plateau needs it (scvi-tools' default) */
     int progress;                /* progress bar on stderr (rank 0) */
-    FILE *metrics;               /* JSON lines per epoch (rank 0), or NULL */
+    int64_t max_steps; /* > 0: stop after this many optimiser steps in all (benchmarks); the
+                        * epoch it ends in is cut short and recorded as it stands */
+    FILE *metrics;     /* JSON lines per epoch (rank 0), or NULL */
     /* Called on every rank after each epoch (checkpoints); non-zero stops training with
      * an error. The trainer's state is complete at that point: resuming from it repeats
      * nothing and skips nothing at epoch granularity. */
