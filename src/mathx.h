@@ -7,6 +7,16 @@
 
 #include "src/rng.h"
 
+/* CPU kernels that dominate a step get AVX2 and AVX-512 clones, picked once at load
+ * time by CPU (the baseline build targets x86-64-v2, SSE4.2, so one binary runs
+ * anywhere). Clones differ from the baseline only by FMA contraction in the last bits. */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) &&     \
+    defined(__linux__)
+#define AV_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define AV_CLONES
+#endif
+
 #define AV_NB_EPS 1e-8f /* scvi-tools' eps inside every log of the NB family */
 
 /* log Gamma(x) for x > 0: shift to x >= 8, then Stirling's series. */
@@ -142,7 +152,7 @@ AV_HD float av_logf(float x) {
     return m + y + 0.693359375f * fe;
 }
 
-/* log(1 + e) for e in [0, 1], accurate for tiny e (the u - 1 correction).
+/* log(1 + e) for e >= 0 (finite), accurate for tiny e (the u - 1 correction).
  * Vectorization note, for every function here: a conditional must select between values
  * already computed, never hold arithmetic in its arms. GCC (default -ftrapping-math)
  * will not if-convert an arm that may trap, such as a division or a multiplication,

@@ -21,15 +21,6 @@
 #define BN_MOMENTUM 0.01f
 #define LN_EPS 1e-5f
 
-/* The hot element-wise kernels get AVX2 and AVX-512 clones, picked once at load time by
- * CPU (the baseline build targets x86-64-v2, SSE4.2, so that one binary runs anywhere).
- * The clones differ from the baseline only by FMA contraction in the last bits. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define AV_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define AV_CLONES
-#endif
-
 static int needs_grad(AvTensor *a, AvTensor *b, AvTensor *c) {
     return (a && a->g) || (b && b->g) || (c && c->g);
 }
@@ -225,8 +216,61 @@ static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *
     }
 }
 
-static float sparse_value(int mode, float x) {
-    return mode == 1 ? log1pf(x) : x;
+/* The sparse first layer: values are log1p(counts) (mode 1) or the counts, taken a block
+ * of non-zeros at a time into a stack array (vectorized log1p), then four weight rows per
+ * pass over the output row. */
+#define SPARSE_BLOCK 256
+static inline int64_t sparse_values(int mode, const float *cnt, int64_t nnz, float *v) {
+    int64_t n = nnz < SPARSE_BLOCK ? nnz : SPARSE_BLOCK;
+    if (mode == 1) {
+#pragma omp simd
+        for (int64_t q = 0; q < n; q++) v[q] = av_log1pf_unit(cnt[q]);
+    } else {
+        for (int64_t q = 0; q < n; q++) v[q] = cnt[q];
+    }
+    return n;
+}
+
+/* y_i += sum_k v_k W[idx_k, :] */
+AV_CLONES static void sparse_row_forward(int mode, const int32_t *idx, const float *cnt,
+                                         int64_t nnz, const float *wt, int64_t out,
+                                         float *restrict yi) {
+    float v[SPARSE_BLOCK];
+    for (int64_t k0 = 0; k0 < nnz; k0 += SPARSE_BLOCK) {
+        int64_t n = sparse_values(mode, cnt + k0, nnz - k0, v), q = 0;
+        for (; q + 4 <= n; q += 4) {
+            const float *w0 = wt + (int64_t)idx[k0 + q] * out,
+                        *w1 = wt + (int64_t)idx[k0 + q + 1] * out;
+            const float *w2 = wt + (int64_t)idx[k0 + q + 2] * out,
+                        *w3 = wt + (int64_t)idx[k0 + q + 3] * out;
+            float v0 = v[q], v1 = v[q + 1], v2 = v[q + 2], v3 = v[q + 3];
+#pragma omp simd
+            for (int64_t o = 0; o < out; o++)
+                yi[o] += (v0 * w0[o] + v1 * w1[o]) + (v2 * w2[o] + v3 * w3[o]);
+        }
+        for (; q < n; q++) {
+            const float *w = wt + (int64_t)idx[k0 + q] * out;
+            float vq = v[q];
+#pragma omp simd
+            for (int64_t o = 0; o < out; o++) yi[o] += vq * w[o];
+        }
+    }
+}
+
+/* dW[idx_k, o0:o1] += v_k dy_i[o0:o1] */
+AV_CLONES static void sparse_row_backward(int mode, const int32_t *idx, const float *cnt,
+                                          int64_t nnz, const float *restrict gi, float *gw,
+                                          int64_t out, int64_t o0, int64_t o1) {
+    float v[SPARSE_BLOCK];
+    for (int64_t k0 = 0; k0 < nnz; k0 += SPARSE_BLOCK) {
+        int64_t n = sparse_values(mode, cnt + k0, nnz - k0, v);
+        for (int64_t q = 0; q < n; q++) {
+            float *restrict g = gw + (int64_t)idx[k0 + q] * out;
+            float vq = v[q];
+#pragma omp simd
+            for (int64_t o = o0; o < o1; o++) g[o] += vq * gi[o];
+        }
+    }
 }
 
 /* Row offsets of each input block inside the [in, out] weight. */
@@ -251,12 +295,9 @@ static void linear_forward(AvGraph *g, AvNode *nd) {
     if (nd->sparse_in) {
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < n; i++) {
-            float *yi = y->v + i * out;
-            for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) {
-                float v = sparse_value(nd->sparse_in, bt->counts[k]);
-                const float *w = wt->v + (int64_t)bt->indices[k] * out;
-                for (int64_t o = 0; o < out; o++) yi[o] += v * w[o];
-            }
+            int64_t k0 = bt->indptr[i];
+            sparse_row_forward(nd->sparse_in, bt->indices + k0, bt->counts + k0,
+                               bt->indptr[i + 1] - k0, wt->v, out, y->v + i * out);
         }
     }
     for (int s = 0; s < 2; s++) {
@@ -290,13 +331,11 @@ static void linear_backward(AvGraph *g, AvNode *nd) {
         {
             int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
             int64_t o0 = out * t / nt, o1 = out * (t + 1) / nt;
+            if (nt > 1) o0 &= ~(int64_t)15, o1 = t == nt - 1 ? out : o1 & ~(int64_t)15;
             for (int64_t i = 0; i < n; i++) {
-                const float *gi = gy + i * out;
-                for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) {
-                    float v = sparse_value(nd->sparse_in, bt->counts[k]);
-                    float *gw = wt->g + (int64_t)bt->indices[k] * out;
-                    for (int64_t o = o0; o < o1; o++) gw[o] += v * gi[o];
-                }
+                int64_t k0 = bt->indptr[i];
+                sparse_row_backward(nd->sparse_in, bt->indices + k0, bt->counts + k0,
+                                    bt->indptr[i + 1] - k0, gy + i * out, wt->g, out, o0, o1);
             }
         }
     }
@@ -468,6 +507,32 @@ static void dropout_forward(AvGraph *g, AvNode *nd) {
     }
 }
 
+/* Row softmax with the vectorized exp; the sums run in float lanes (a row of a few
+ * thousand terms in [0, 1]: relative error ~1e-7, far inside the tests' tolerances). */
+AV_CLONES static void softmax_row(const float *restrict x, float *restrict y, int64_t c) {
+    float mx = x[0], s = 0;
+#pragma omp simd reduction(max : mx)
+    for (int64_t j = 0; j < c; j++) mx = x[j] > mx ? x[j] : mx;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < c; j++) {
+        float e = av_expf(x[j] - mx);
+        y[j] = e;
+        s += e;
+    }
+    float inv = 1.0f / s;
+#pragma omp simd
+    for (int64_t j = 0; j < c; j++) y[j] *= inv;
+}
+
+AV_CLONES static void softmax_row_backward(const float *restrict y, const float *restrict gy,
+                                           float *restrict gx, int64_t c) {
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < c; j++) s += y[j] * gy[j];
+#pragma omp simd
+    for (int64_t j = 0; j < c; j++) gx[j] += y[j] * (gy[j] - s);
+}
+
 static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
     AvTensor *x = nd->in[0], *y = nd->out;
     int64_t n = g->n, c = y->cols;
@@ -480,15 +545,7 @@ static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
         break;
     case AV_OP_SOFTMAX:
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            const float *xi = x->v + i * c;
-            float *yi = y->v + i * c, mx = xi[0];
-            for (int64_t j = 1; j < c; j++) mx = xi[j] > mx ? xi[j] : mx;
-            double s = 0;
-            for (int64_t j = 0; j < c; j++) s += (yi[j] = expf(xi[j] - mx));
-            float inv = (float)(1.0 / s);
-            for (int64_t j = 0; j < c; j++) yi[j] *= inv;
-        }
+        for (int64_t i = 0; i < n; i++) softmax_row(x->v + i * c, y->v + i * c, c);
         break;
     case AV_OP_REPARAM: {
         AvTensor *mu = nd->in[0], *var = nd->in[1];
@@ -524,12 +581,8 @@ static void node_backward_elementwise(AvGraph *g, AvNode *nd) {
     case AV_OP_SOFTMAX:
         if (!x->g) break;
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            const float *yi = y->v + i * c, *gi = y->g + i * c;
-            double s = 0;
-            for (int64_t j = 0; j < c; j++) s += yi[j] * gi[j];
-            for (int64_t j = 0; j < c; j++) x->g[i * c + j] += yi[j] * (gi[j] - (float)s);
-        }
+        for (int64_t i = 0; i < n; i++)
+            softmax_row_backward(y->v + i * c, y->g + i * c, x->g + i * c, c);
         break;
     case AV_OP_REPARAM: {
         AvTensor *mu = nd->in[0], *var = nd->in[1];
