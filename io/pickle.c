@@ -571,6 +571,8 @@ static int reduce(Vm *v, AvPy *fn, AvPy *args) {
         set_dtype(o, a[0]->s);
     } else if (is_numpy_mod(fn, "scalar") && n == 2 && (o = numpy_scalar(v, a[0], a[1]))) {
         /* done */
+    } else if ((is_builtin(fn, "bytes") || is_builtin(fn, "bytearray")) && n == 0) {
+        o = new_str(v->p, AV_PY_BYTES, (const unsigned char *)"", 0); /* b'' in protocol 2 */
     } else if (av_py_is_global(fn, "_codecs", "encode") && n >= 1 && a[0]->kind == AV_PY_STR) {
         o = latin1_encode(v, a[0]);
         if (!o) return av_err(v->err, "pickle: _codecs.encode of a non-latin1 string");
@@ -620,7 +622,10 @@ static int build(Vm *v, AvPy *o, AvPy *st) {
         } else {
             if (data->kind == AV_PY_STR) data = latin1_encode(v, data);
             if (!data || data->kind != AV_PY_BYTES || (int64_t)data->len != count * o->elsize)
-                return av_err(v->err, "pickle: numpy array data of the wrong size");
+                return av_err(
+                    v->err,
+                    "pickle: numpy array data of the wrong size (%s, %lld x %lld bytes, got %zu)",
+                    o->dtype, (long long)count, (long long)o->elsize, data ? data->len : 0);
             o->s = data->s;
             o->len = data->len;
             o->n = count;
