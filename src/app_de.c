@@ -9,6 +9,7 @@
 
 #include "dist/dist.h"
 #include "io/input.h"
+#include "io/output.h"
 #include "src/rng.h"
 #include "src/util.h"
 
@@ -241,4 +242,26 @@ void av_de_raw_stats(const AvTrainData *d, const uint8_t *member, int64_t n_memb
     }
     free(sum);
     free(cnt);
+}
+
+int av_de_write_layers(const char *input, const char *layer, const char *output, int64_t n_obs,
+                       int64_t n_vars, int n, const char *const *names, const float *const *data,
+                       char *err) {
+    int rc = 0;
+    if (dist_rank() == 0) {
+        AvInput in = {0};
+        rc = av_input_open(&in, input, layer, err) || av_input_read_names(&in, err);
+        AvWriter *w = rc ? NULL : av_writer_create(output, &in, err);
+        if (!rc && !w) rc = -1;
+        for (int k = 0; k < n && !rc; k++)
+            rc = av_writer_layer(w, names[k], data[k], n_obs, n_vars, err);
+        if (w) {
+            if (rc)
+                av_writer_abort(w);
+            else
+                rc = av_writer_commit(w, err);
+        }
+        av_input_close(&in);
+    }
+    return dist_any_failed(rc, err) ? -1 : 0;
 }

@@ -42,6 +42,12 @@ float *av_de_sample_rho(AvScvi *m, const AvTrainData *d, const uint8_t *member, 
 void av_de_raw_stats(const AvTrainData *d, const uint8_t *member, int64_t n_member,
                      double *raw_mean, double *nonzero, double *norm_mean);
 
+/* Collective: rank 0 writes a new .h5ad `output` with obs and var of `input` and n dense
+ * float32 layers (n_obs x n_vars each, present on rank 0). */
+int av_de_write_layers(const char *input, const char *layer, const char *output, int64_t n_obs,
+                       int64_t n_vars, int n, const char *const *names, const float *const *data,
+                       char *err);
+
 /* A minibatch of local rows for eval-mode forward passes. */
 typedef struct {
     AvBatch b;

@@ -9,6 +9,7 @@ int av_cmd_normalize(int argc, char **argv);
 int av_cmd_info(int argc, char **argv);
 int av_cmd_simulate(int argc, char **argv);
 int av_cmd_de(int argc, char **argv);
+int av_cmd_posterior(int argc, char **argv);
 int av_cmd_hvg(int argc, char **argv);
 int av_cmd_pca(int argc, char **argv);
 int av_cmd_export(int argc, char **argv);

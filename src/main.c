@@ -19,6 +19,7 @@ static const struct {
     {"info", av_cmd_info, "print shape, layers, obs columns and categories of a file"},
     {"simulate", av_cmd_simulate, "write a realistic synthetic count matrix as .h5ad"},
     {"de", av_cmd_de, "differential expression between groups (scvi-tools' columns, CSV)"},
+    {"posterior", av_cmd_posterior, "ELBO, reconstruction error, marginal LL, posterior predictive"},
     {"hvg", av_cmd_hvg, "highly variable genes (seurat_v3 flavour), optionally subset"},
     {"pca", av_cmd_pca, "distributed PCA of log-normalized counts (obsm/X_pca)"},
     {"export", av_cmd_export, "write a scvi-tools model directory (model.pt) from a model file"},

@@ -57,6 +57,40 @@ for args in "--groupby nosuchkey" "--groupby cell_type --group1 type_9" \
     fi
 done
 
+# atlasvi posterior: the same scalars on 1 and 2 ranks, predictive layers written
+P="posterior $W/model.h5 $W/sim.h5ad --elbo --reconstruction-error --marginal-ll --n-mc-samples 20"
+$B $P >"$W/post1.json" 2>"$W/post1.log" && $MPI -n 2 $B $P >"$W/post2.json" 2>"$W/post2.log" &&
+    ok "posterior: $(cat "$W/post1.json")" || fail "posterior"
+cmp -s "$W/post1.json" "$W/post2.json" && ok "posterior: same JSON on 1 and 2 ranks" ||
+    fail "posterior: $(cat "$W/post1.json") vs $(cat "$W/post2.json")"
+$MPI -n 2 $B posterior "$W/model.h5" "$W/sim.h5ad" --posterior-predictive 2 \
+    --output "$W/pp.h5ad" >"$W/pp.log" 2>&1 && ok "posterior predictive, 2 ranks" ||
+    { fail "posterior predictive"; cat "$W/pp.log"; }
+$B posterior "$W/model.h5" "$W/sim.h5ad" >"$W/bad.log" 2>&1 && fail "posterior with nothing to do" ||
+    ok "posterior without a quantity: $(cat "$W/bad.log")"
+
+if "$AV_PY" -c "import pandas" 2>/dev/null; then
+    "$AV_PY" - "$W/post1.json" "$W/sim.h5ad" "$W/pp.h5ad" <<'PY' && ok "posterior values" || fail "posterior values"
+import json, sys
+import numpy as np
+r = json.load(open(sys.argv[1]))
+assert r["n_cells"] == 1500, r
+assert r["reconstruction_loss"] > 0 and r["elbo"] < -r["reconstruction_loss"], r
+assert r["elbo"] <= r["marginal_ll"] < 0, r  # IS estimate above the ELBO
+try:
+    import anndata as ad
+except ImportError:
+    sys.exit(0)
+x = np.asarray(ad.read_h5ad(sys.argv[2]).X.todense())
+p = ad.read_h5ad(sys.argv[3])
+a, b = p.layers["posterior_predictive_0"], p.layers["posterior_predictive_1"]
+assert a.shape == x.shape and (a == np.round(a)).all() and (a >= 0).all()
+assert (a != b).any()
+assert abs(a.mean() / x.mean() - 1) < 0.25, (a.mean(), x.mean())
+assert np.corrcoef(np.log1p(a.mean(0)), np.log1p(x.mean(0)))[0, 1] > 0.95
+PY
+fi
+
 if "$AV_PY" -c "import pandas" 2>/dev/null; then
     "$AV_PY" "$AV_SRC/tests/de_check.py" "$W/van1.csv" vanilla 3 200 &&
         ok "vanilla table: columns, order, markers" || fail "vanilla table checks"
