@@ -21,6 +21,7 @@ typedef struct {
     char **categories[2 + AV_MAX_CATS];
     int64_t n_vars;
     char **var_names;
+    int64_t n_obs; /* cells registered (scvi-tools' summary stat n_cells) */
 } AvSetup;
 
 void av_setup_free(AvSetup *s);

@@ -132,6 +132,7 @@ int av_model_save(const char *path, const AvScvi *m, const AvSetup *s, const AvO
         av_blob_add_strings(&b, key, s->n_categories[k], s->categories[k]);
     }
     av_blob_add_strings(&b, "registry/var_names", s->n_vars, s->var_names);
+    set_int(&b, "n_obs", s->n_obs);
     if (h && h->n_epochs) {
         double *cols[9];
         hist_cols((AvHistory *)h, cols);
@@ -240,6 +241,7 @@ int av_model_load(const char *path, AvScvi *m, AvSetup *s, AvOptState *st, AvHis
         s->layer = get_str(&b, "layer");
         s->batch_key = get_str(&b, "batch_key");
         s->labels_key = get_str(&b, "labels_key");
+        s->n_obs = get_int(&b, "n_obs", 0);
         s->n_extra_cat = c.n_extra_cat;
         s->n_cont = c.n_cont;
         for (int k = 0; k < c.n_extra_cat; k++) {

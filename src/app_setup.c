@@ -213,6 +213,7 @@ static int setup_load(AvSetup *s, const char *path, const AvSetup *ref, AvTrainD
     /* Phase 2: broadcast the registry and the shard plan. */
     dist_bcast(meta, sizeof meta, 0);
     d->n_obs = meta[0];
+    s->n_obs = meta[0];
     if (rank != 0) {
         codes = av_malloc(sizeof(int32_t) * (size_t)(d->n_obs * d->n_cat + 1));
         cont = av_malloc(sizeof(float) * (size_t)(d->n_obs * d->n_cont + 1));

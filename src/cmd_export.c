@@ -423,7 +423,7 @@ static int export_model(const char *model, const char *dir, int overwrite, char 
     av_pkw_str(&w, "is_trained_");
     av_pkw_bool(&w, 1);
     av_pkw_str(&w, "registry_");
-    write_registry(&w, &s, 0);
+    write_registry(&w, &s, s.n_obs);
     av_pkw_op(&w, 'u');
     av_pkw_op(&w, 'u');
     av_pkw_stop(&w);
