@@ -54,11 +54,17 @@ def peak_rss_mib(text):
     return int(m.group(1)) / 1024.0 if m else None
 
 
+def cpu_seconds(text):
+    u = re.search(r"User time \(seconds\): ([0-9.]+)", text)
+    s = re.search(r"System time \(seconds\): ([0-9.]+)", text)
+    return float(u.group(1)) + float(s.group(1)) if u and s else None
+
+
 def timed(cmd, env):
-    """Runs cmd under /usr/bin/time -v; returns (output, peak RSS MiB, wall s)."""
+    """Runs cmd under /usr/bin/time -v; returns (output, peak RSS MiB, wall s, CPU s)."""
     t0 = time.perf_counter()
     out = run(["/usr/bin/time", "-v"] + cmd, env=env)
-    return out, peak_rss_mib(out), time.perf_counter() - t0
+    return out, peak_rss_mib(out), time.perf_counter() - t0, cpu_seconds(out)
 
 
 def find_python(args, work):
@@ -88,7 +94,7 @@ def bench_atlasvi(exe, data, epochs, threads, work, tag):
            "--batch-size", "128", "--train-size", "0.9", "--threads", str(threads),
            "--check-val-every-n-epoch", str(epochs), "--metrics", metrics, "--no-progress",
            "--model-out", os.path.join(work, f"model_{tag}.h5")]
-    out, rss, wall = timed(cmd, thread_env(threads))
+    out, rss, wall, cpu = timed(cmd, thread_env(threads))
     rows = [json.loads(l) for l in open(metrics) if l.strip()]
     last = rows[-1]
     n = int(re.search(r"training scVI on (\d+) cells", out).group(1))
@@ -97,7 +103,9 @@ def bench_atlasvi(exe, data, epochs, threads, work, tag):
     r = {"impl": "atlasvi", "n_cells": n, "epochs": epochs, "cells_trained": n_train * epochs,
          "seconds_train": secs, "cells_per_s": n_train * epochs / secs,
          "elbo_validation": last.get("elbo_validation"), "elbo_train": last.get("elbo_train"),
-         "peak_rss_mib": rss, "wall_s": wall}
+         "peak_rss_mib": rss, "wall_s": wall,
+         # whole process (file reading and model writing included): favours scvi-tools
+         "cpu_seconds_train": cpu}
     for k in ("t_data", "t_forward", "t_backward", "t_optim", "t_allreduce"):
         if k in last:
             r[k] = last[k]
@@ -109,7 +117,7 @@ def bench_scvi(py, data, epochs, threads, steps):
            str(epochs), "--threads", str(threads), "--batch-size", "128"]
     if steps:
         cmd += ["--max-steps-per-epoch", str(steps)]
-    out, rss, wall = timed(cmd, thread_env(threads))
+    out, rss, wall, _ = timed(cmd, thread_env(threads))
     line = [l for l in out.splitlines() if l.startswith("BENCH_JSON ")][-1]
     r = json.loads(line[len("BENCH_JSON "):])
     r["peak_rss_mib"] = rss
@@ -135,6 +143,11 @@ def fmt(x, d=0):
     return f"{x:,.{d}f}"
 
 
+def cpu_rate(x):
+    c = x.get("cpu_seconds_train")
+    return x["cells_trained"] / c if c else None
+
+
 def write_report(path, res, meta, steps_prof, plots):
     L = []
     L.append("# Benchmarks: atlasvi vs scvi-tools (CPU)\n")
@@ -147,9 +160,9 @@ def write_report(path, res, meta, steps_prof, plots):
              "batches, 10 cell types (`atlasvi simulate --seed 0`). The machine is shared: "
              "timings are noisy, compare ratios taken in the same run.\n")
     L.append("## Throughput and held-out ELBO\n")
-    L.append("| cells | trainer | epochs | steps/epoch | cells/s | s/epoch | peak RSS MiB | "
-             "held-out ELBO | train ELBO |")
-    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    L.append("| cells | trainer | epochs | steps/epoch | cells/s | s/epoch | cells per CPU-s | "
+             "peak RSS MiB | held-out ELBO | train ELBO |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for tag, r in res.items():
         for impl in ("atlasvi", "scvi"):
             x = r.get(impl)
@@ -161,12 +174,14 @@ def write_report(path, res, meta, steps_prof, plots):
             steps = f"{st} of {full_steps} (capped)" if st and st < full_steps else str(full_steps)
             spe = x["seconds_train"] / x["epochs"]
             L.append(f"| {tag} | {x['impl']} | {x['epochs']} | {steps} | "
-                     f"{fmt(x['cells_per_s'])} | {fmt(spe, 1)} | {fmt(x['peak_rss_mib'])} | "
+                     f"{fmt(x['cells_per_s'])} | {fmt(spe, 1)} | {fmt(cpu_rate(x))} | "
+                     f"{fmt(x['peak_rss_mib'])} | "
                      f"{fmt(x['elbo_validation'], 1)} | {fmt(x['elbo_train'], 1)} |")
     L.append("")
     L.append("## atlasvi / scvi-tools\n")
-    L.append("| cells | cells/s ratio | peak RSS ratio | held-out ELBO atlasvi − scvi-tools |")
-    L.append("| --- | --- | --- | --- |")
+    L.append("| cells | cells/s ratio | cells per CPU-s ratio | peak RSS ratio | "
+             "held-out ELBO atlasvi − scvi-tools |")
+    L.append("| --- | --- | --- | --- | --- |")
     for tag, r in res.items():
         a, s = r.get("atlasvi"), r.get("scvi")
         if not (a and s):
@@ -175,13 +190,17 @@ def write_report(path, res, meta, steps_prof, plots):
         de = None
         if a["elbo_validation"] is not None and s["elbo_validation"] is not None and not capped:
             de = a["elbo_validation"] - s["elbo_validation"]
-        L.append(f"| {tag} | {a['cells_per_s'] / s['cells_per_s']:.2f}x | "
+        cr = (f"{cpu_rate(a) / cpu_rate(s):.2f}x" if cpu_rate(a) and cpu_rate(s) else "—")
+        L.append(f"| {tag} | {a['cells_per_s'] / s['cells_per_s']:.2f}x | {cr} | "
                  f"{a['peak_rss_mib'] / s['peak_rss_mib']:.2f}x | "
                  f"{fmt(de, 1) if de is not None else ('n/a (scvi-tools capped)' if capped else '—')} |")
     L.append("\nHeld-out ELBO is the mean over validation cells of reconstruction loss + "
              "KL(z) (scvi-tools' `elbo_validation`; lower is better). The two trainers draw "
              "their own 10% validation split and initial weights, so equal quality shows as "
-             "a difference of a few units at most, not zero.\n")
+             "a difference of a few units at most, not zero. cells per CPU-s divides by "
+             "the CPU time of all threads (scvi-tools: of the train() call; atlasvi: of the "
+             "whole process, file reading and model writing included), so it is less "
+             "sensitive than cells/s to other load on a shared machine.\n")
     if steps_prof:
         L.append("## Per-step profile (atlasvi, `build-*/benchmarks/step_bench`)\n")
         sp = steps_prof
@@ -246,8 +265,18 @@ def main():
     ap.add_argument("--skip-scvi", action="store_true")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks.md"))
+    ap.add_argument("--keep", action="store_true",
+                    help="keep WORK/results.json entries of sizes not run this time")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the report from WORK/results.json (after editing notes.md)")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
+    if args.report_only:
+        r = json.load(open(os.path.join(args.work, "results.json")))
+        png = os.path.join(os.path.dirname(args.out), "benchmarks_throughput.png")
+        write_report(args.out, r["results"], r["meta"], r["step"],
+                     [png] if os.path.exists(png) else [])
+        return
     epochs = dict(DEFAULT_EPOCHS)
     epochs.update({k: int(v) for k, v in (kv.split("=") for kv in args.epochs.split(",") if kv)})
     capsteps = dict(DEFAULT_SCVI_STEPS)
@@ -282,7 +311,16 @@ def main():
             res[tag]["scvi"] = s
             log(tag, "scvi-tools", json.dumps(s))
     prof = step_bench(args.build, args.threads, args.work)
-    with open(os.path.join(args.work, "results.json"), "w") as f:
+    # sizes not run this time keep their previous results (see --keep)
+    rpath = os.path.join(args.work, "results.json")
+    if args.keep and os.path.exists(rpath):
+        old = json.load(open(rpath))
+        merged = {k: v for k, v in old.get("results", {}).items() if k not in res}
+        merged.update(res)
+        res = {k: merged[k] for k in SIZES if k in merged}
+        for k in ("scvi_version", "torch_version"):
+            meta.setdefault(k, old.get("meta", {}).get(k))
+    with open(rpath, "w") as f:
         json.dump({"meta": meta, "results": res, "step": prof}, f, indent=1)
     plots = []
     if py:
