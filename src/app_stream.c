@@ -3,6 +3,7 @@
  * per chunk as they are read. */
 #include "src/app_stream.h"
 
+#include <malloc.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,10 @@ int av_stream_setup(AvSetup *s, const char *path, const AvSetup *ref, AvTrainDat
                     int64_t chunk_cells, int window, AvStreamInput **out, char *err) {
     *out = NULL;
     if (av_setup_load_meta(s, path, ref, d, err)) return -1;
+    /* The registry pass leaves n_obs-sized garbage in the heap (cell names, whole-file
+     * codes, indptr on rank 0); give it back so the resident size depends on the chunks,
+     * not on the file. */
+    malloc_trim(0);
     AvStreamInput *si = av_calloc(1, sizeof *si);
     int rc = av_input_open(&si->in, path, s->layer, err);
     if (dist_any_failed(rc, err)) {
