@@ -54,56 +54,12 @@ int av_de_read_groups(const char *path, const char *layer, const char *key, int6
 
 /* ------------------------------------------------------------------ minibatches */
 
-void av_de_batch_init(AvDeBatch *mb, const AvTrainData *d, int64_t cap_rows) {
-    memset(mb, 0, sizeof *mb);
-    int64_t max_row = 0;
-    for (int64_t i = 0; i < d->x.n_rows; i++) {
-        int64_t nz = d->x.indptr[i + 1] - d->x.indptr[i];
-        if (nz > max_row) max_row = nz;
-    }
-    mb->cap_rows = cap_rows;
-    mb->indptr = av_malloc(sizeof(int64_t) * (size_t)(cap_rows + 1));
-    mb->cell = av_malloc(sizeof(int64_t) * (size_t)(cap_rows + 1));
-    mb->indices = av_malloc(sizeof(int32_t) * (size_t)(cap_rows * max_row + 1));
-    mb->counts = av_malloc(sizeof(float) * (size_t)(cap_rows * max_row + 1));
-    mb->cat = av_malloc(sizeof(int32_t) * (size_t)(cap_rows * (d->n_cat ? d->n_cat : 1)));
-    mb->cont = av_malloc(sizeof(float) * (size_t)(cap_rows * (d->n_cont ? d->n_cont : 1)));
-}
-
-void av_de_batch_free(AvDeBatch *mb) {
-    free(mb->indptr);
-    free(mb->cell);
-    free(mb->indices);
-    free(mb->counts);
-    free(mb->cat);
-    free(mb->cont);
-    memset(mb, 0, sizeof *mb);
-}
-
-const AvBatch *av_de_batch_fill(AvDeBatch *mb, const AvTrainData *d, const int64_t *rows, int64_t n,
-                                int transform_batch) {
-    int64_t nz = 0;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t r = rows[i], a = d->x.indptr[r], e = d->x.indptr[r + 1];
-        mb->indptr[i] = nz;
-        memcpy(mb->indices + nz, d->x.indices + a, sizeof(int32_t) * (size_t)(e - a));
-        memcpy(mb->counts + nz, d->x.data + a, sizeof(float) * (size_t)(e - a));
-        nz += e - a;
-        mb->cell[i] = d->row0 + r;
-        if (d->n_cat) {
-            memcpy(mb->cat + i * d->n_cat, d->cat + r * d->n_cat,
-                   sizeof(int32_t) * (size_t)d->n_cat);
-            if (transform_batch >= 0) mb->cat[i * d->n_cat + AV_CAT_BATCH] = transform_batch;
-        }
-        if (d->n_cont)
-            memcpy(mb->cont + i * d->n_cont, d->cont + r * d->n_cont,
-                   sizeof(float) * (size_t)d->n_cont);
-    }
-    mb->indptr[n] = nz;
-    AvBatch b = {(int)n,     n,        mb->cell, mb->indptr, mb->indices,
-                 mb->counts, d->n_cat, mb->cat,  d->n_cont,  mb->cont};
-    mb->b = b;
-    return &mb->b;
+const AvBatch *av_de_batch_fill(AvMinibatch *mb, const AvTrainData *d, const int64_t *rows,
+                                int64_t n, int transform_batch) {
+    const AvBatch *b = av_minibatch_fill(mb, d, rows, n, n);
+    if (transform_batch >= 0 && d->n_cat)
+        for (int64_t i = 0; i < n; i++) mb->cat[i * d->n_cat + AV_CAT_BATCH] = transform_batch;
+    return b;
 }
 
 /* ------------------------------------------------------------------ posterior draws */
@@ -147,11 +103,11 @@ float *av_de_sample_rho(AvScvi *m, const AvTrainData *d, const uint8_t *member, 
         if (member[c]) cells[np++] = c;
     int64_t S = Mb / n_member + 1, pool = S * n_member;
     Req *req = av_malloc(sizeof(Req) * (size_t)(Mb + 1));
-    AvDeBatch mb;
+    AvMinibatch mb;
     int bs = o->batch_size > 0 ? o->batch_size : 128;
     if (bs > g->max_batch) bs = (int)g->max_batch;
     if (bs > 1024) bs = 1024;
-    av_de_batch_init(&mb, d, bs);
+    av_minibatch_init(&mb, d, bs);
     int64_t *rows = av_malloc(sizeof(int64_t) * (size_t)bs);
     int64_t keep_step = g->step;
     int keep_training = g->training;
@@ -199,7 +155,7 @@ float *av_de_sample_rho(AvScvi *m, const AvTrainData *d, const uint8_t *member, 
     g->training = keep_training;
     dist_allreduce_f32(out, total * G);
     free(rows);
-    av_de_batch_free(&mb);
+    av_minibatch_free(&mb);
     free(req);
     free(cells);
     return out;

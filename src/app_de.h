@@ -48,19 +48,9 @@ int av_de_write_layers(const char *input, const char *layer, const char *output,
                        int64_t n_vars, int n, const char *const *names, const float *const *data,
                        char *err);
 
-/* A minibatch of local rows for eval-mode forward passes. */
-typedef struct {
-    AvBatch b;
-    int64_t *indptr, *cell;
-    int32_t *indices, *cat;
-    float *counts, *cont;
-    int64_t cap_rows;
-} AvDeBatch;
-
-void av_de_batch_init(AvDeBatch *mb, const AvTrainData *d, int64_t cap_rows);
-void av_de_batch_free(AvDeBatch *mb);
-/* Fills local rows rows[0..n); transform_batch >= 0 replaces every batch code. */
-const AvBatch *av_de_batch_fill(AvDeBatch *mb, const AvTrainData *d, const int64_t *rows, int64_t n,
-                                int transform_batch);
+/* Fills local rows rows[0..n) (av_minibatch_fill, n_global = n); transform_batch >= 0
+ * replaces every batch code. */
+const AvBatch *av_de_batch_fill(AvMinibatch *mb, const AvTrainData *d, const int64_t *rows,
+                                int64_t n, int transform_batch);
 
 #endif

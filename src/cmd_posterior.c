@@ -111,7 +111,7 @@ static double log_normal(const float *x, const float *mu, const float *var, int6
 typedef struct {
     AvScvi *m;
     const AvTrainData *d;
-    AvDeBatch mb;
+    AvMinibatch mb;
     int64_t *rows;
     int bs;
 } Pass;
@@ -250,7 +250,7 @@ int av_cmd_posterior(int argc, char **argv) {
     rc = av_setup_load(&s, pos[1], &saved, &d, err);
     if (!rc) {
         Pass p = {.m = &m, .d = &d, .bs = 128};
-        av_de_batch_init(&p.mb, &d, p.bs);
+        av_minibatch_init(&p.mb, &d, p.bs);
         p.rows = av_malloc(sizeof(int64_t) * (size_t)p.bs);
         m.g.training = 0;
         int64_t N = d.n_obs, n = d.x.n_rows, G = m.cfg.n_input;
@@ -309,7 +309,7 @@ int av_cmd_posterior(int argc, char **argv) {
             printf("%s\"n_cells\": %lld}\n", sep, (long long)N);
             fflush(stdout);
         }
-        av_de_batch_free(&p.mb);
+        av_minibatch_free(&p.mb);
         free(p.rows);
     }
     av_train_data_free(&d);

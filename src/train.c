@@ -76,16 +76,7 @@ void av_opt_state_free(AvOptState *s) {
 
 /* ------------------------------------------------------------------ minibatches */
 
-/* Buffers for one local minibatch, sized once: nothing is allocated per step. */
-typedef struct {
-    AvBatch b;
-    int64_t *indptr, *cell;
-    int32_t *indices, *cat;
-    float *counts, *cont;
-    int64_t cap_rows, cap_nnz;
-} Mini;
-
-static void mini_init(Mini *mb, const AvTrainData *d, int64_t cap_rows) {
+void av_minibatch_init(AvMinibatch *mb, const AvTrainData *d, int64_t cap_rows) {
     memset(mb, 0, sizeof *mb);
     int64_t max_row = 0; /* streaming (no indptr): grown on demand by mini_fill_feed */
     for (int64_t i = 0; d->x.indptr && i < d->x.n_rows; i++) {
@@ -102,7 +93,7 @@ static void mini_init(Mini *mb, const AvTrainData *d, int64_t cap_rows) {
     mb->cont = av_malloc(sizeof(float) * (size_t)(cap_rows * (d->n_cont ? d->n_cont : 1)));
 }
 
-static void mini_free(Mini *mb) {
+void av_minibatch_free(AvMinibatch *mb) {
     free(mb->indptr);
     free(mb->cell);
     free(mb->indices);
@@ -112,8 +103,8 @@ static void mini_free(Mini *mb) {
 }
 
 /* Gathers local rows rows[0..n) into the minibatch. */
-static const AvBatch *mini_fill(Mini *mb, const AvTrainData *d, const int64_t *rows, int64_t n,
-                                int64_t n_global) {
+const AvBatch *av_minibatch_fill(AvMinibatch *mb, const AvTrainData *d, const int64_t *rows,
+                                 int64_t n, int64_t n_global) {
     int64_t nz = 0;
     for (int64_t i = 0; i < n; i++) {
         int64_t r = rows[i], a = d->x.indptr[r], e = d->x.indptr[r + 1];
@@ -138,7 +129,7 @@ static const AvBatch *mini_fill(Mini *mb, const AvTrainData *d, const int64_t *r
 
 /* Gathers the next n cells of a stream feed into the minibatch; *got is how many there
  * were (fewer only at the end of the feed). -1 when a read failed (err filled). */
-static int mini_fill_feed(Mini *mb, const AvTrainData *d, AvFeed *f, int64_t n, int64_t *got,
+static int mini_fill_feed(AvMinibatch *mb, const AvTrainData *d, AvFeed *f, int64_t n, int64_t *got,
                           char *err) {
     int64_t nz = 0, i = 0;
     int rc = 0;
@@ -168,7 +159,8 @@ static int mini_fill_feed(Mini *mb, const AvTrainData *d, AvFeed *f, int64_t n, 
     return rc < 0 ? -1 : 0;
 }
 
-static const AvBatch *mini_batch(Mini *mb, const AvTrainData *d, int64_t n, int64_t n_global) {
+static const AvBatch *mini_batch(AvMinibatch *mb, const AvTrainData *d, int64_t n,
+                                 int64_t n_global) {
     AvBatch b = {(int)n,     n_global, mb->cell, mb->indptr, mb->indices,
                  mb->counts, d->n_cat, mb->cat,  d->n_cont,  mb->cont};
     mb->b = b;
@@ -237,13 +229,13 @@ static void adam_step(AvScvi *m, AvOptState *st) {
 }
 
 /* Eval-mode sums over local cells of the given rows: rec, kl (unweighted), loss. */
-static void evaluate(AvScvi *m, const AvTrainData *d, Mini *mb, const int64_t *rows, int64_t n,
-                     int batch_size, double kl_weight, double *sums) {
+static void evaluate(AvScvi *m, const AvTrainData *d, AvMinibatch *mb, const int64_t *rows,
+                     int64_t n, int batch_size, double kl_weight, double *sums) {
     AvGraph *g = &m->g;
     g->training = 0;
     for (int64_t s = 0; s < n; s += batch_size) {
         int64_t k = n - s < batch_size ? n - s : batch_size;
-        av_graph_forward(g, mini_fill(mb, d, rows + s, k, k));
+        av_graph_forward(g, av_minibatch_fill(mb, d, rows + s, k, k));
         double kl = g->loss_terms[1] + (m->kl_l ? g->loss_terms[2] : 0);
         sums[0] += g->loss_terms[0];
         sums[1] += kl;
@@ -254,7 +246,7 @@ static void evaluate(AvScvi *m, const AvTrainData *d, Mini *mb, const int64_t *r
 }
 
 /* evaluate() over the validation cells of a stream, read in row order. */
-static int evaluate_feed(AvScvi *m, const AvTrainData *d, Mini *mb, AvStream *s,
+static int evaluate_feed(AvScvi *m, const AvTrainData *d, AvMinibatch *mb, AvStream *s,
                          const AvStreamPlan *p, int batch_size, double kl_weight, double *sums,
                          char *err) {
     AvGraph *g = &m->g;
@@ -342,8 +334,8 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
     int64_t steps = (n_train_all + B - 1) / B;
 
     int validate = o->early_stopping || o->reduce_lr_on_plateau || o->check_val_every_n_epoch > 0;
-    Mini mb;
-    mini_init(&mb, d, B);
+    AvMinibatch mb;
+    av_minibatch_init(&mb, d, B);
     if (c->size > 1) g->reduce = c->allreduce_f64;
     double t0 = av_now();
     int64_t cells_done = 0;
@@ -394,7 +386,7 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                 if ((rc = stream_agree(c, rc))) break;
                 av_graph_forward(g, mini_batch(&mb, d, hi - lo, ng));
             } else {
-                av_graph_forward(g, mini_fill(&mb, d, train_rows + lo, hi - lo, ng));
+                av_graph_forward(g, av_minibatch_fill(&mb, d, train_rows + lo, hi - lo, ng));
             }
             av_graph_backward(g);
             if (c->size > 1) c->allreduce_f32(g->param_g, g->param_size);
@@ -487,7 +479,7 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
     }
     if (o->progress && c->rank == 0 && stop) fputc('\n', stderr);
     g->reduce = NULL; /* later forwards (inference) are per rank */
-    mini_free(&mb);
+    av_minibatch_free(&mb);
     free(counts);
     free(train_rows);
     free(val_rows);
@@ -504,14 +496,14 @@ void av_latent(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batch_si
     (void)comm;
     AvGraph *g = &m->g;
     int64_t n = d->x.n_rows, L = m->cfg.n_latent;
-    Mini mb;
-    mini_init(&mb, d, batch_size);
+    AvMinibatch mb;
+    av_minibatch_init(&mb, d, batch_size);
     int64_t *rows = av_malloc(sizeof(int64_t) * (size_t)batch_size);
     g->training = 0;
     for (int64_t s = 0; s < n; s += batch_size) {
         int64_t k = n - s < batch_size ? n - s : batch_size;
         for (int64_t i = 0; i < k; i++) rows[i] = s + i;
-        av_graph_forward_until(g, mini_fill(&mb, d, rows, k, k), m->qz_v);
+        av_graph_forward_until(g, av_minibatch_fill(&mb, d, rows, k, k), m->qz_v);
         for (int64_t i = 0; i < k; i++) {
             const float *mu = m->qz_m->v + i * L, *v = m->qz_v->v + i * L;
             if (var) memcpy(var + (s + i) * L, v, sizeof(float) * (size_t)L);
@@ -539,7 +531,7 @@ void av_latent(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batch_si
     }
     g->training = 1;
     free(rows);
-    mini_free(&mb);
+    av_minibatch_free(&mb);
 }
 
 void av_normalized(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batch_size,
@@ -547,15 +539,15 @@ void av_normalized(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batc
     (void)comm;
     AvGraph *g = &m->g;
     int64_t n = d->x.n_rows, G = m->cfg.n_input;
-    Mini mb;
-    mini_init(&mb, d, batch_size);
+    AvMinibatch mb;
+    av_minibatch_init(&mb, d, batch_size);
     int64_t *rows = av_malloc(sizeof(int64_t) * (size_t)batch_size);
     g->training = 0;
     int64_t keep_step = g->step;
     for (int64_t s = 0; s < n; s += batch_size) {
         int64_t k = n - s < batch_size ? n - s : batch_size;
         for (int64_t i = 0; i < k; i++) rows[i] = s + i;
-        const AvBatch *b = mini_fill(&mb, d, rows, k, k);
+        const AvBatch *b = av_minibatch_fill(&mb, d, rows, k, k);
         if (transform_batch >= 0)
             for (int64_t i = 0; i < k; i++) mb.cat[i * d->n_cat + 0] = transform_batch;
         float *o = out + s * G;
@@ -571,7 +563,7 @@ void av_normalized(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batc
     g->step = keep_step;
     g->training = 1;
     free(rows);
-    mini_free(&mb);
+    av_minibatch_free(&mb);
 }
 
 void av_library_prior(const AvTrainData *d, const AvComm *c, int n_batch, double *mean,

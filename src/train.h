@@ -61,6 +61,22 @@ typedef struct {
 void av_train_defaults(AvTrainOptions *o);
 int av_default_max_epochs(int64_t n_obs);
 
+/* One local minibatch gathered from a rank's cells into buffers sized once (nothing is
+ * allocated per step). Used by training, inference, DE and posterior outputs. */
+typedef struct {
+    AvBatch b;
+    int64_t *indptr, *cell;
+    int32_t *indices, *cat;
+    float *counts, *cont;
+    int64_t cap_rows, cap_nnz;
+} AvMinibatch;
+
+void av_minibatch_init(AvMinibatch *mb, const AvTrainData *d, int64_t cap_rows);
+void av_minibatch_free(AvMinibatch *mb);
+/* Gathers local rows rows[0..n); the loss divides by n_global. */
+const AvBatch *av_minibatch_fill(AvMinibatch *mb, const AvTrainData *d, const int64_t *rows,
+                                 int64_t n, int64_t n_global);
+
 /* Per-epoch history, as scvi-tools' model.history_. */
 typedef struct {
     int n_epochs, cap;
