@@ -136,13 +136,8 @@ int av_stream_library_prior(const AvTrainData *d, const AvComm *c, int n_batch, 
     AvCellRef cell;
     int r;
     while ((r = av_feed_next(f, &cell, err)) == 0) {
-        double tot = 0;
-        for (int64_t k = 0; k < cell.nnz; k++) tot += cell.val[k];
-        double l = tot > 0 ? log(tot) : 0.0;
-        int b = d->n_cat ? d->cat[cell.row * d->n_cat] : 0;
-        s[b] += 1;
-        s[n_batch + b] += l;
-        s[2 * n_batch + b] += l * l;
+        av_library_stats_add(s, n_batch, d->n_cat ? d->cat[cell.row * d->n_cat] : 0, cell.val,
+                             cell.nnz);
     }
     av_feed_close(f);
     av_stream_close(st);
@@ -150,15 +145,7 @@ int av_stream_library_prior(const AvTrainData *d, const AvComm *c, int n_batch, 
     s[3 * n_batch] = r < 0;
     if (c->size > 1) c->allreduce_f64(s, 3 * n_batch + 1);
     int rc = r < 0 ? -1 : s[3 * n_batch] > 0 ? -2 : 0;
-    for (int b = 0; b < n_batch; b++) {
-        if (s[b] == 0) {
-            mean[b] = 0;
-            var[b] = 1;
-            continue;
-        }
-        mean[b] = s[n_batch + b] / s[b];
-        var[b] = s[2 * n_batch + b] / s[b] - mean[b] * mean[b];
-    }
+    av_library_stats_finish(s, n_batch, mean, var);
     free(s);
     return rc;
 }

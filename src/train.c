@@ -566,20 +566,16 @@ void av_normalized(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batc
     av_minibatch_free(&mb);
 }
 
-void av_library_prior(const AvTrainData *d, const AvComm *c, int n_batch, double *mean,
-                      double *var) {
-    /* sums of log counts and their squares per batch, reduced over ranks */
-    double *s = av_calloc((size_t)(3 * n_batch), sizeof(double));
-    for (int64_t i = 0; i < d->x.n_rows; i++) {
-        double tot = 0;
-        for (int64_t k = d->x.indptr[i]; k < d->x.indptr[i + 1]; k++) tot += d->x.data[k];
-        double l = tot > 0 ? log(tot) : 0.0;
-        int b = d->n_cat ? d->cat[i * d->n_cat] : 0;
-        s[b] += 1;
-        s[n_batch + b] += l;
-        s[2 * n_batch + b] += l * l;
-    }
-    if (c->size > 1) c->allreduce_f64(s, 3 * n_batch);
+void av_library_stats_add(double *s, int n_batch, int batch, const float *vals, int64_t nnz) {
+    double tot = 0;
+    for (int64_t k = 0; k < nnz; k++) tot += vals[k];
+    double l = tot > 0 ? log(tot) : 0.0; /* empty cells count as 0, as scvi-tools */
+    s[batch] += 1;
+    s[n_batch + batch] += l;
+    s[2 * n_batch + batch] += l * l;
+}
+
+void av_library_stats_finish(const double *s, int n_batch, double *mean, double *var) {
     for (int b = 0; b < n_batch; b++) {
         if (s[b] == 0) {
             mean[b] = 0;
@@ -589,5 +585,15 @@ void av_library_prior(const AvTrainData *d, const AvComm *c, int n_batch, double
         mean[b] = s[n_batch + b] / s[b];
         var[b] = s[2 * n_batch + b] / s[b] - mean[b] * mean[b];
     }
+}
+
+void av_library_prior(const AvTrainData *d, const AvComm *c, int n_batch, double *mean,
+                      double *var) {
+    double *s = av_calloc((size_t)(3 * n_batch), sizeof(double));
+    for (int64_t i = 0; i < d->x.n_rows; i++)
+        av_library_stats_add(s, n_batch, d->n_cat ? d->cat[i * d->n_cat] : 0,
+                             d->x.data + d->x.indptr[i], d->x.indptr[i + 1] - d->x.indptr[i]);
+    if (c->size > 1) c->allreduce_f64(s, 3 * n_batch);
+    av_library_stats_finish(s, n_batch, mean, var);
     free(s);
 }

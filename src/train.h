@@ -121,5 +121,9 @@ void av_normalized(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batc
  * count as 0); mean and population variance. */
 void av_library_prior(const AvTrainData *d, const AvComm *comm, int n_batch, double *mean,
                       double *var);
+/* Its pieces, for callers that see cells one at a time (streaming): s holds 3 * n_batch
+ * sums (cells, log total, its square) to add a cell to, reduce, then finish. */
+void av_library_stats_add(double *s, int n_batch, int batch, const float *vals, int64_t nnz);
+void av_library_stats_finish(const double *s, int n_batch, double *mean, double *var);
 
 #endif
