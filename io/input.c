@@ -180,6 +180,45 @@ static void attr_columns(hid_t file, const char *grp, const char *skip, int64_t 
 
 /* ---------------------------------------------------------------- h5ad */
 
+/* obs and var dataframes; their lengths must match the matrix (or, without a matrix,
+ * give the shape). */
+static int open_h5ad_frames(AvInput *in, hid_t f, const char *var_grp, char *err) {
+    AvInputImpl *m = in->impl;
+    const char *mp = in->matrix_name ? in->matrix_name : "X";
+    /* obs and var dataframes. */
+    if (h5u_is_group(f, "obs")) {
+        m->obs_grp = av_strdup("obs");
+        m->obs_index = dataframe_index(f, "obs");
+        dataframe_columns(f, "obs", m->obs_index, &in->n_obs_columns, &in->obs_columns);
+    }
+    if (h5u_is_group(f, var_grp)) {
+        m->var_grp = av_strdup(var_grp);
+        m->var_index = dataframe_index(f, var_grp);
+        dataframe_columns(f, var_grp, m->var_index, &m->n_var_columns, &m->var_columns);
+    }
+    const char *what[2] = {m->obs_index, m->var_index};
+    int64_t want[2] = {in->n_obs, in->n_vars};
+    for (int k = 0; k < 2; k++) {
+        if (!what[k]) continue;
+        hid_t d = H5Dopen2(f, what[k], H5P_DEFAULT);
+        int64_t dims[2];
+        int r = d >= 0 ? h5u_dims(d, dims) : -1;
+        if (d >= 0) H5Dclose(d);
+        if (r == 1 && m->st == AV_ST_NONE) {
+            if (k)
+                in->n_vars = dims[0];
+            else
+                in->n_obs = dims[0];
+            continue;
+        }
+        if (r != 1 || dims[0] != want[k])
+            return av_err(err, "%s: /%s has %lld names but /%s has %lld %s", in->path, what[k],
+                          r == 1 ? (long long)dims[0] : -1LL, mp, (long long)want[k],
+                          k ? "columns" : "rows");
+    }
+    return 0;
+}
+
 static int open_h5ad(AvInput *in, const char *layer, char *err) {
     AvInputImpl *m = in->impl;
     hid_t f = m->file;
@@ -207,9 +246,16 @@ static int open_h5ad(AvInput *in, const char *layer, char *err) {
                           "modality is not supported yet",
                           in->path, mlist);
         }
-        if (!h5u_exists(f, "X"))
-            return av_err(err, "%s: no /X matrix; layers present: %s (choose one with --layer)",
-                          in->path, avail);
+        if (!h5u_exists(f, "X")) {
+            /* metadata-only: obs, var and info work; reading counts gives this error */
+            char msg[AV_ERRLEN];
+            snprintf(msg, sizeof msg,
+                     "%s: no /X matrix; layers present: %s (choose one with --layer)", in->path,
+                     avail);
+            m->no_matrix = av_strdup(msg);
+            m->st = AV_ST_NONE;
+            return open_h5ad_frames(in, f, var_grp, err);
+        }
         in->matrix_name = av_strdup("X");
     } else if (!strcmp(layer, "raw")) {
         if (!h5u_exists(f, "raw/X"))
@@ -295,31 +341,7 @@ static int open_h5ad(AvInput *in, const char *layer, char *err) {
         h5u_type_name(m->d_dense, m->dtype, sizeof m->dtype);
     }
 
-    /* obs and var dataframes. */
-    if (h5u_is_group(f, "obs")) {
-        m->obs_grp = av_strdup("obs");
-        m->obs_index = dataframe_index(f, "obs");
-        dataframe_columns(f, "obs", m->obs_index, &in->n_obs_columns, &in->obs_columns);
-    }
-    if (h5u_is_group(f, var_grp)) {
-        m->var_grp = av_strdup(var_grp);
-        m->var_index = dataframe_index(f, var_grp);
-        dataframe_columns(f, var_grp, m->var_index, &m->n_var_columns, &m->var_columns);
-    }
-    const char *what[2] = {m->obs_index, m->var_index};
-    int64_t want[2] = {in->n_obs, in->n_vars};
-    for (int k = 0; k < 2; k++) {
-        if (!what[k]) continue;
-        hid_t d = H5Dopen2(f, what[k], H5P_DEFAULT);
-        int64_t dims[2];
-        int r = d >= 0 ? h5u_dims(d, dims) : -1;
-        if (d >= 0) H5Dclose(d);
-        if (r != 1 || dims[0] != want[k])
-            return av_err(err, "%s: /%s has %lld names but /%s has %lld %s", in->path, what[k],
-                          r == 1 ? (long long)dims[0] : -1LL, mp, (long long)want[k],
-                          k ? "columns" : "rows");
-    }
-    return 0;
+    return open_h5ad_frames(in, f, var_grp, err);
 }
 
 /* ---------------------------------------------------------------- 10x HDF5 */
@@ -649,6 +671,7 @@ void av_input_close(AvInput *in) {
             if (ds[i] >= 0) H5Dclose(ds[i]);
         if (m->file >= 0) H5Fclose(m->file);
         free(m->mpath);
+        free(m->no_matrix);
         free(m->col_map);
         free(m->obs_grp);
         free(m->obs_index);
@@ -1011,6 +1034,7 @@ static int rows_mem(AvInput *in, int64_t lo, int64_t hi, AvCsr *o) {
 
 int av_input_read_rows(AvInput *in, int64_t row_lo, int64_t row_hi, AvCsr *out, char *err) {
     memset(out, 0, sizeof *out);
+    if (in->impl->st == AV_ST_NONE) return av_err(err, "%s", in->impl->no_matrix);
     if (row_lo < 0 || row_hi < row_lo || row_hi > in->n_obs)
         return av_err(err, "%s: rows [%lld, %lld) requested but the matrix has %lld rows", in->path,
                       (long long)row_lo, (long long)row_hi, (long long)in->n_obs);
@@ -1041,6 +1065,7 @@ int av_input_read_rows(AvInput *in, int64_t row_lo, int64_t row_hi, AvCsr *out, 
 int av_input_read_indptr(AvInput *in, int64_t *indptr, char *err) {
     AvInputImpl *m = in->impl;
     int64_t n = in->n_obs;
+    if (m->st == AV_ST_NONE) return av_err(err, "%s", m->no_matrix);
     if (m->st == AV_ST_MEM) {
         memcpy(indptr, m->mem.indptr, (size_t)(n + 1) * sizeof *indptr);
         return 0;
@@ -1193,6 +1218,8 @@ const char *av_input_storage(const AvInput *in) {
         return "dense genes x cells";
     case AV_ST_MEM:
         return "coordinate (parsed to csr)";
+    case AV_ST_NONE:
+        return "none";
     }
     return "?";
 }

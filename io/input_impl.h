@@ -11,7 +11,8 @@ typedef enum {
     AV_ST_CSC,     /* h5ad csc_matrix: rows need a full scan */
     AV_ST_DENSE,   /* 2-D cells x genes */
     AV_ST_DENSE_T, /* 2-D genes x cells (loom) */
-    AV_ST_MEM      /* parsed into memory (Matrix Market) */
+    AV_ST_MEM,     /* parsed into memory (Matrix Market) */
+    AV_ST_NONE     /* an .h5ad without X (e.g. atlasvi's own outputs): metadata only */
 } AvStorage;
 
 struct AvInputImpl {
@@ -20,6 +21,7 @@ struct AvInputImpl {
     hid_t d_data, d_indices, d_indptr, d_dense;
     char *mpath;         /* matrix path in the file, for messages ("/X", "/matrix") */
     char dtype[32];      /* stored value type ("float32", "int32", ...) */
+    char *no_matrix;     /* AV_ST_NONE: the error to give when the matrix is read */
     int64_t n_file_cols; /* CSR: columns stored in the file (10x: all features) */
     int64_t n_major;     /* CSC: columns of the file (indptr length - 1) */
     int64_t nnz_stored;  /* stored entries (explicit zeros included) */

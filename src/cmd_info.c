@@ -71,8 +71,9 @@ static int info(const char *path, const char *layer, char *err) {
     AvInput in;
     if (av_input_open(&in, path, layer, err)) return -1;
     int rc = 0;
-    int64_t *indptr = av_malloc((size_t)(in.n_obs + 1) * sizeof *indptr);
-    if (av_input_read_indptr(&in, indptr, err)) rc = -1;
+    int64_t *indptr = av_calloc((size_t)(in.n_obs + 1), sizeof *indptr);
+    int no_matrix = !strcmp(av_input_storage(&in), "none");
+    if (!no_matrix && av_input_read_indptr(&in, indptr, err)) rc = -1;
     if (!rc && av_input_read_names(&in, err)) rc = -1;
     if (!rc) {
         int64_t nnz = indptr[in.n_obs], lo = INT64_MAX, hi = 0;
@@ -84,13 +85,18 @@ static int info(const char *path, const char *layer, char *err) {
         double cells = (double)in.n_obs * (double)in.n_vars;
         printf("file     %s\n", in.path);
         printf("format   %s\n", av_format_name(in.format));
-        printf("matrix   %s: %lld cells x %lld features, %s %s\n", in.matrix_name,
-               (long long)in.n_obs, (long long)in.n_vars, av_input_storage(&in),
-               av_input_dtype(&in));
-        int dense = !strncmp(av_input_storage(&in), "dense", 5);
-        printf("nnz      %lld %s (%.2f%% of entries), per cell %lld..%lld\n", (long long)nnz,
-               dense ? "non-zeros" : "stored", cells > 0 ? 100.0 * (double)nnz / cells : 0.0,
-               (long long)(in.n_obs ? lo : 0), (long long)hi);
+        if (no_matrix) {
+            printf("matrix   none (no X): %lld cells x %lld features\n", (long long)in.n_obs,
+                   (long long)in.n_vars);
+        } else {
+            printf("matrix   %s: %lld cells x %lld features, %s %s\n", in.matrix_name,
+                   (long long)in.n_obs, (long long)in.n_vars, av_input_storage(&in),
+                   av_input_dtype(&in));
+            int dense = !strncmp(av_input_storage(&in), "dense", 5);
+            printf("nnz      %lld %s (%.2f%% of entries), per cell %lld..%lld\n", (long long)nnz,
+                   dense ? "non-zeros" : "stored", cells > 0 ? 100.0 * (double)nnz / cells : 0.0,
+                   (long long)(in.n_obs ? lo : 0), (long long)hi);
+        }
         char **layers;
         int nl = av_input_layers(&in, &layers);
         const char *lab = in.format == AV_FMT_10X_H5 ? "types" : "layers";
