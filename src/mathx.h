@@ -93,12 +93,18 @@ AV_HD void av_lgamma_digamma_diff(float x, float theta, float lg_t, float dg_t, 
 /* lgamma(x + 1) of a count: a table below 4096 (filled once, before any thread starts:
  * av_lgamma_table_init), the series above. */
 #define AV_LGF_TABLE 4096
+#ifndef __CUDACC__
 extern float av_lgamma_factorial_table[AV_LGF_TABLE];
 void av_lgamma_table_init(void);
-static inline float av_lgamma_count(float x) {
+#endif
+AV_HD float av_lgamma_count(float x) {
+#ifdef __CUDACC__
+    return av_lgamma(x + 1.0f); /* no host table on the device */
+#else
     int k = (int)x;
     return (k >= 0 && k < AV_LGF_TABLE && (float)k == x) ? av_lgamma_factorial_table[k]
                                                          : av_lgamma(x + 1.0f);
+#endif
 }
 
 /* Branch-free float exp and log (Cephes-style range reduction and minimax polynomials,
