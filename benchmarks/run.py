@@ -106,7 +106,7 @@ def bench_atlasvi(exe, data, epochs, threads, work, tag):
          "peak_rss_mib": rss, "wall_s": wall,
          # whole process (file reading and model writing included): favours scvi-tools
          "cpu_seconds_train": cpu}
-    for k in ("t_data", "t_forward", "t_backward", "t_optim", "t_allreduce"):
+    for k in ("t_data", "t_compute", "t_allreduce", "t_validation"):
         if k in last:
             r[k] = last[k]
     return r
@@ -146,6 +146,21 @@ def fmt(x, d=0):
 def cpu_rate(x):
     c = x.get("cpu_seconds_train")
     return x["cells_trained"] / c if c else None
+
+
+SCALING_BEGIN, SCALING_END = "<!-- scaling:begin -->", "<!-- scaling:end -->"
+
+
+def kept_sections(path):
+    """The section benchmarks/scaling.py writes between its markers in the old report, so
+    that regenerating the rest does not drop it ("" when there is none)."""
+    if not os.path.exists(path):
+        return ""
+    old = open(path).read()
+    if SCALING_BEGIN not in old or SCALING_END not in old:
+        return ""
+    a, b = old.index(SCALING_BEGIN), old.index(SCALING_END) + len(SCALING_END)
+    return old[a:b] + "\n"
 
 
 def write_report(path, res, meta, steps_prof, plots):
@@ -228,6 +243,9 @@ def write_report(path, res, meta, steps_prof, plots):
                  f"measured step / floor = {sp['step_ms'] / sp['floor_ms']:.1f}x.\n")
     for p in plots:
         L.append(f"![{p}]({os.path.relpath(p, os.path.dirname(path))})\n")
+    scaling = kept_sections(path)  # carried over before the notes, where scaling.py puts it
+    if scaling:
+        L.append(scaling)
     notes = os.path.join(ROOT, "benchmarks", "notes.md")
     if os.path.exists(notes):
         L.append(open(notes).read())

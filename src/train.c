@@ -278,6 +278,20 @@ static int stream_agree(const AvComm *c, int rc) {
     return rc ? -1 : f > 0 ? -2 : 0;
 }
 
+/* Per-epoch phase timing for the metrics line (benchmarks/scaling.py). The BatchNorm
+ * statistic reductions happen inside forward/backward through g->reduce, a plain function
+ * pointer without context, so av_train routes them through timed_reduce, which adds the
+ * time spent in the communicator's all-reduce to a file-scope counter. One av_train at a
+ * time per process (as the CLI and the tests run it); timing changes no numbers. */
+static AvReduceFn reduce_inner;
+static double reduce_seconds;
+
+static void timed_reduce(double *buf, int64_t n) {
+    double t = av_now();
+    reduce_inner(buf, n);
+    reduce_seconds += av_now() - t;
+}
+
 int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvComm *c,
              AvOptState *st, AvHistory *hist, char *err) {
     AvGraph *g = &m->g;
@@ -336,7 +350,12 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
     int validate = o->early_stopping || o->reduce_lr_on_plateau || o->check_val_every_n_epoch > 0;
     AvMinibatch mb;
     av_minibatch_init(&mb, d, B);
-    if (c->size > 1) g->reduce = c->allreduce_f64;
+    if (c->size > 1) {
+        reduce_inner = c->allreduce_f64;
+        g->reduce = timed_reduce;
+    }
+    /* this rank's seconds per epoch: data, compute, all-reduce, validation, train loop */
+    double *tph = av_calloc((size_t)(5 * c->size), sizeof(double));
     double t0 = av_now();
     int64_t cells_done = 0;
     int stop = 0, rc = 0;
@@ -362,6 +381,8 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
             train_rows[j] = t;
         }
         double sums[4] = {0, 0, 0, 0}; /* rec, kl, cells, sum of minibatch losses */
+        double t_data = 0, t_comp = 0, t_red = 0, t_ep = av_now();
+        int64_t n_steps = 0;
         for (int64_t s = 0; s < steps; s++) {
             int64_t a = s * B, e = (s + 1) * B < n_train_all ? (s + 1) * B : n_train_all;
             int64_t lo = 0, hi = 0, ng = 0;
@@ -377,20 +398,38 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                 stop = 1;
                 break;
             }
+            double ta = av_now(), tb;
+            const AvBatch *batch;
             if (feed) {
                 int64_t got = 0;
                 rc = mini_fill_feed(&mb, d, feed, hi - lo, &got, err);
                 if (!rc && got != hi - lo)
                     rc = av_err(err, "internal: the stream gave %lld of %lld cells", (long long)got,
                                 (long long)(hi - lo));
-                if ((rc = stream_agree(c, rc))) break;
-                av_graph_forward(g, mini_batch(&mb, d, hi - lo, ng));
+                tb = av_now();
+                rc = stream_agree(c, rc); /* a collective: counted as all-reduce */
+                t_red += av_now() - tb;
+                if (rc) break;
+                batch = mini_batch(&mb, d, hi - lo, ng);
             } else {
-                av_graph_forward(g, av_minibatch_fill(&mb, d, train_rows + lo, hi - lo, ng));
+                batch = av_minibatch_fill(&mb, d, train_rows + lo, hi - lo, ng);
+                tb = av_now();
             }
+            t_data += tb - ta;
+            /* compute = forward + backward + Adam less the reductions inside them */
+            double tc = av_now(), red0 = reduce_seconds;
+            av_graph_forward(g, batch);
             av_graph_backward(g);
-            if (c->size > 1) c->allreduce_f32(g->param_g, g->param_size);
+            if (c->size > 1) {
+                double tr = av_now();
+                c->allreduce_f32(g->param_g, g->param_size);
+                reduce_seconds += av_now() - tr;
+            }
             adam_step(m, st);
+            double in_red = reduce_seconds - red0;
+            t_red += in_red;
+            t_comp += av_now() - tc - in_red;
+            n_steps++;
             double kl = g->loss_terms[1] + (m->kl_l ? g->loss_terms[2] : 0);
             sums[0] += g->loss_terms[0];
             sums[1] += kl;
@@ -399,6 +438,8 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         }
         av_feed_close(feed);
         if (rc) break;
+        double t_val = av_now();
+        t_ep = t_val - t_ep;                  /* the training steps of this epoch */
         double vs[4] = {0, 0, 0, (double)nv}; /* rec, kl, loss, cells */
         int run_val = validate && (o->check_val_every_n_epoch <= 1 ||
                                    (epoch + 1) % o->check_val_every_n_epoch == 0);
@@ -409,8 +450,22 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         } else if (run_val) {
             evaluate(m, d, &mb, val_rows, nv, (int)B, klw, vs);
         }
+        t_val = av_now() - t_val;
         double all[8] = {sums[0], sums[1], sums[2], sums[3], vs[0], vs[1], vs[3], vs[2]};
         if (c->size > 1) c->allreduce_f64(all, 8);
+        /* every rank's phase times, for the max over ranks (one small collective) */
+        memset(tph, 0, sizeof(double) * (size_t)(5 * c->size));
+        double *mine = tph + 5 * c->rank;
+        mine[0] = t_data, mine[1] = t_comp, mine[2] = t_red, mine[3] = t_val, mine[4] = t_ep;
+        if (c->size > 1) c->allreduce_f64(tph, 5 * c->size);
+        /* the least all-reduce time of any rank bounds the transfer cost from above; the
+         * rest of a rank's all-reduce time is waiting for slower ranks */
+        double t_ep_max = 0, t_comp_max = 0, t_red_min = t_red;
+        for (int q = 0; q < c->size; q++) {
+            if (tph[5 * q + 4] > t_ep_max) t_ep_max = tph[5 * q + 4];
+            if (tph[5 * q + 1] > t_comp_max) t_comp_max = tph[5 * q + 1];
+            if (tph[5 * q + 2] < t_red_min) t_red_min = tph[5 * q + 2];
+        }
         cells_done += (int64_t)all[2];
         double elapsed = av_now() - t0;
         double row[9] = {(all[0] + all[1]) / all[2],
@@ -442,8 +497,16 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                         ", \"elbo_validation\": %.6g, \"reconstruction_loss_validation\": %.6g, "
                         "\"kl_local_validation\": %.6g, \"validation_loss\": %.6g",
                         row[5], row[6], row[7], row[8]);
-            fprintf(o->metrics, ", \"lr\": %.6g, \"seconds\": %.3f, \"cells_per_s\": %.1f}\n",
-                    st->lr, elapsed, hist->cells_per_s);
+            fprintf(o->metrics, ", \"lr\": %.6g, \"seconds\": %.3f, \"cells_per_s\": %.1f", st->lr,
+                    elapsed, hist->cells_per_s);
+            /* this epoch's seconds on rank 0 by phase; *_max: the slowest rank's */
+            fprintf(o->metrics,
+                    ", \"t_data\": %.4f, \"t_compute\": %.4f, \"t_allreduce\": %.4f, "
+                    "\"t_validation\": %.4f, \"t_train\": %.4f, \"t_train_max\": %.4f, "
+                    "\"t_compute_max\": %.4f, \"t_allreduce_min\": %.4f, \"steps\": %lld, "
+                    "\"ranks\": %d}\n",
+                    t_data, t_comp, t_red, t_val, t_ep, t_ep_max, t_comp_max, t_red_min,
+                    (long long)n_steps, c->size);
             fflush(o->metrics);
         }
         progress(o, c, epoch, max_epochs, row[3], hist->cells_per_s, elapsed);
@@ -479,6 +542,8 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
     }
     if (o->progress && c->rank == 0 && stop) fputc('\n', stderr);
     g->reduce = NULL; /* later forwards (inference) are per rank */
+    reduce_inner = NULL;
+    free(tph);
     av_minibatch_free(&mb);
     free(counts);
     free(train_rows);
