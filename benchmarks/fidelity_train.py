@@ -83,7 +83,7 @@ def philox4x32(key, c0, c1, c2, c3):
     return x0, x1, x2, x3
 
 
-ATLASVI_SPLIT_OFF_BY_ONE = True
+ATLASVI_SPLIT_OFF_BY_ONE = False  # fixed in src/train.c; True reproduces the earlier runs
 
 
 def atlasvi_split(n, seed, batch_size=128, train_size=0.9):

@@ -183,7 +183,7 @@ static void split_cells(const AvTrainData *d, const AvComm *c, uint64_t seed, in
     int64_t n = d->x.n_rows;
     uint64_t *keys = av_malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
     for (int64_t i = 0; i < n; i++) keys[i] = split_key(seed, d->row0 + i);
-    uint64_t lo = 0, hi = UINT64_MAX; /* invariant: count(< lo) <= n_val <= count(< hi) */
+    uint64_t lo = 0, hi = UINT64_MAX; /* invariant: count(< lo) <= n_val < count(< hi) */
     while (hi - lo > 1) {
         uint64_t mid = lo + (hi - lo) / 2;
         double cnt = 0;
@@ -194,7 +194,8 @@ static void split_cells(const AvTrainData *d, const AvComm *c, uint64_t seed, in
         else
             hi = mid;
     }
-    for (int64_t i = 0; i < n; i++) is_val[i] = keys[i] < lo || (n_val > 0 && keys[i] == lo);
+    /* lo ends as the (n_val + 1)-th smallest key: exactly n_val keys lie below it */
+    for (int64_t i = 0; i < n; i++) is_val[i] = keys[i] < lo;
     free(keys);
 }
 
@@ -495,8 +496,9 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
             if (!isnan(row[5]))
                 fprintf(o->metrics,
                         ", \"elbo_validation\": %.6g, \"reconstruction_loss_validation\": %.6g, "
-                        "\"kl_local_validation\": %.6g, \"validation_loss\": %.6g",
-                        row[5], row[6], row[7], row[8]);
+                        "\"kl_local_validation\": %.6g, \"validation_loss\": %.6g, "
+                        "\"n_validation\": %lld",
+                        row[5], row[6], row[7], row[8], (long long)all[6]);
             fprintf(o->metrics, ", \"lr\": %.6g, \"seconds\": %.3f, \"cells_per_s\": %.1f", st->lr,
                     elapsed, hist->cells_per_s);
             /* this epoch's seconds on rank 0 by phase; *_max: the slowest rank's */
