@@ -6,7 +6,8 @@
 #include <stdint.h>
 
 typedef struct {
-    char *name; /* may contain '/' (groups) and spaces, e.g. "params/z_encoder.x.Layer 0.0.weight" */
+    char
+        *name; /* may contain '/' (groups) and spaces, e.g. "params/z_encoder.x.Layer 0.0.weight" */
     int64_t rows, cols;
     float *data;
 } AvArray;
