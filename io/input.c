@@ -911,7 +911,7 @@ static int rows_csc(AvInput *in, int64_t lo, int64_t hi, AvCsr *o, char *err) {
         free(cp);
         return -1;
     }
-    int64_t nr = hi - lo, total = cp[m->n_major] - cp[0];
+    int64_t total = cp[m->n_major] - cp[0];
     int64_t *rowi = NULL, *coli = NULL;
     float *vals = NULL;
     int64_t cnt = 0, cap = 0;
@@ -950,19 +950,7 @@ static int rows_csc(AvInput *in, int64_t lo, int64_t hi, AvCsr *o, char *err) {
     free(bv);
     free(cp);
     if (!rc) {
-        o->indptr = av_calloc((size_t)(nr + 1), sizeof(int64_t));
-        o->indices = av_malloc((size_t)(cnt ? cnt : 1) * sizeof(int32_t));
-        o->data = av_malloc((size_t)(cnt ? cnt : 1) * sizeof(float));
-        for (int64_t k = 0; k < cnt; k++) o->indptr[rowi[k] + 1]++;
-        for (int64_t r = 0; r < nr; r++) o->indptr[r + 1] += o->indptr[r];
-        int64_t *pos = av_malloc((size_t)(nr + 1) * sizeof *pos);
-        memcpy(pos, o->indptr, (size_t)(nr + 1) * sizeof *pos);
-        for (int64_t k = 0; k < cnt; k++) {
-            int64_t p = pos[rowi[k]]++;
-            o->indices[p] = (int32_t)coli[k];
-            o->data[p] = vals[k];
-        }
-        free(pos);
+        av_csr_from_triplets(o, cnt, rowi, coli, vals);
     }
     free(rowi);
     free(coli);

@@ -122,7 +122,7 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
         break;
     }
     if (!rc && nr < 0) rc = av_err(err, "%s: no size line (empty or truncated file)", path);
-    int32_t *fi = NULL, *ci = NULL;
+    int64_t *fi = NULL, *ci = NULL;
     float *vv = NULL;
     int64_t k = 0;
     if (!rc) {
@@ -154,8 +154,8 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
                         path, (long long)lineno, r, c, (long long)nr, (long long)nc);
             break;
         }
-        fi[k] = (int32_t)(r - 1);
-        ci[k] = (int32_t)(c - 1);
+        fi[k] = r - 1;
+        ci[k] = c - 1;
         vv[k++] = (float)v;
         continue;
     bad:;
@@ -181,19 +181,7 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
         AvCsr *m = &in->impl->mem;
         m->n_rows = nc;
         m->n_cols = nr;
-        m->indptr = av_calloc((size_t)(nc + 1), sizeof(int64_t));
-        m->indices = av_malloc((size_t)(nnz ? nnz : 1) * sizeof(int32_t));
-        m->data = av_malloc((size_t)(nnz ? nnz : 1) * sizeof(float));
-        for (int64_t i = 0; i < nnz; i++) m->indptr[ci[i] + 1]++;
-        for (int64_t r = 0; r < nc; r++) m->indptr[r + 1] += m->indptr[r];
-        int64_t *pos = av_malloc((size_t)(nc + 1) * sizeof *pos);
-        memcpy(pos, m->indptr, (size_t)(nc + 1) * sizeof *pos);
-        for (int64_t i = 0; i < nnz; i++) {
-            int64_t p = pos[ci[i]]++;
-            m->indices[p] = fi[i];
-            m->data[p] = vv[i];
-        }
-        free(pos);
+        av_csr_from_triplets(m, nnz, ci, fi, vv);
         *n_feat = nr;
     }
     free(fi);

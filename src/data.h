@@ -14,6 +14,10 @@ typedef struct {
 } AvCsr;
 
 void av_csr_free(AvCsr *m);
+/* Fills m's indptr/indices/data from nnz (row, col, value) triplets by a counting sort on
+ * the row (stable: entries keep their order within a row). m->n_rows must be set. */
+void av_csr_from_triplets(AvCsr *m, int64_t nnz, const int64_t *row, const int64_t *col,
+                          const float *val);
 int64_t av_csr_nnz(const AvCsr *m);
 
 typedef enum { AV_COL_CATEGORICAL, AV_COL_NUMERIC, AV_COL_STRING } AvColKind;
