@@ -12,4 +12,10 @@ void av_mark_used(AvTensor *t);
 void av_node_forward(AvGraph *g, AvNode *nd);
 void av_node_backward(AvGraph *g, AvNode *nd);
 
+/* op kernels that live in their own files */
+void av_linear_forward(AvGraph *g, AvNode *nd);
+void av_linear_backward(AvGraph *g, AvNode *nd);
+void av_count_nll_forward(AvGraph *g, AvNode *nd);
+void av_count_nll_backward(AvGraph *g, AvNode *nd);
+
 #endif
