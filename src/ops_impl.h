@@ -16,6 +16,12 @@ void av_node_backward(AvGraph *g, AvNode *nd);
 void av_linear_forward(AvGraph *g, AvNode *nd);
 void av_linear_backward(AvGraph *g, AvNode *nd);
 void av_count_nll_forward(AvGraph *g, AvNode *nd);
+/* the sparse first layer: y[i] += v(counts of cell i) W, gw += v(counts)^T gy (mode 1:
+ * v = log1p, else the counts); y, gy are [n, out] row-major, W and gw [in, out] */
+void av_sparse_linear_forward(int mode, const AvBatch *bt, int64_t n, const float *wt, int64_t out,
+                              float *y);
+void av_sparse_linear_backward(int mode, const AvBatch *bt, int64_t n, const float *gy, float *gw,
+                               int64_t out);
 void av_count_nll_backward(AvGraph *g, AvNode *nd);
 
 #endif
