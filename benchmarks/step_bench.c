@@ -1,7 +1,8 @@
 /* One scVI training step, timed by phase and by op: data (gathering a minibatch), forward,
  * backward (gradient zeroing included), optimiser; no file I/O, one process (the
- * all-reduce is absent: see docs/benchmarks.md). Also a single-call sgemm rate and the
- * GEMM FLOPs of the model, for the roofline-style floor.
+ * all-reduce is absent: see docs/benchmarks.md). Also a single-call sgemm rate at the
+ * model's shape, the machine's square sgemm rate (1024^3, OpenBLAS threads = --threads)
+ * and the GEMM FLOPs of the model, for the roofline-style floor against each rate.
  *
  *   step_bench [--threads T] [--batch 128] [--genes 2000] [--reps 200] [--json]
  *
@@ -196,11 +197,7 @@ int main(int argc, char **argv) {
             op_t[g->nodes[i].kind] += now() - t0;
         }
         double t0 = now();
-        memset(g->param_g, 0, sizeof(float) * (size_t)g->param_size);
-        for (int i = 0; i < g->n_acts; i++) {
-            AvTensor *t = g->acts[i];
-            if (t->g) memset(t->g, 0, sizeof(float) * (size_t)(av_rows(g, t) * t->cols));
-        }
+        av_graph_zero_grads(g, nn - 1);
         g->loss->g[0] = 1.0f;
         op_t[AV_OP_N] += now() - t0;
         for (int i = nn - 1; i >= 0; i--) {
@@ -238,12 +235,34 @@ int main(int argc, char **argv) {
         if (dt < gt) gt = dt;
     }
     double gflops = 2.0 * B * G * H / gt / 1e9;
+    /* the machine's best float32 GEMM rate: one square sgemm with OpenBLAS's own threads
+     * (as many as the step uses), best of a few calls */
+    int PN = 1024;
+    float *pa = malloc(sizeof(float) * (size_t)PN * PN), *pb = malloc(sizeof(float) * (size_t)PN * PN);
+    float *pc = malloc(sizeof(float) * (size_t)PN * PN);
+    for (int64_t i = 0; i < (int64_t)PN * PN; i++) {
+        pa[i] = (float)(i % 7) * 0.1f;
+        pb[i] = (float)(i % 5) * 0.1f;
+    }
+    openblas_set_num_threads(threads);
+    double pt = 1e30;
+    for (int rep = 0; rep < 6; rep++) {
+        double t0 = now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, PN, PN, PN, 1.0f, pa, PN, pb, PN,
+                    0.0f, pc, PN);
+        double dt = now() - t0;
+        if (rep > 0 && dt < pt) pt = dt; /* the first call warms up the threads */
+    }
+    openblas_set_num_threads(1);
+    double peak_gflops = 2.0 * PN * PN * PN / pt / 1e9;
+    free(pa), free(pb), free(pc);
     /* forward + backward GEMM FLOPs per cell: the first layer needs no input gradient */
     double nnz_cell = (double)nnz / (double)n_cells;
     double rest = 2.0 * (2 * H * L * 3 + (L + cfg.n_batch) * H * 3 + 2 * H * G * 3);
     double f_dense = 2.0 * (double)(G * H) * 2 + rest;
     double f_sparse = 2.0 * nnz_cell * (double)H * 2 + rest;
     double floor_ms = f_dense * B / (gflops * 1e9) * 1e3;
+    double floor_peak_ms = f_dense * B / (peak_gflops * 1e9) * 1e3;
 
     printf(
         "step_bench: %d threads, batch %d, %lld genes, %.0f non-zeros/cell, median of %d steps\n",
@@ -270,6 +289,10 @@ int main(int argc, char **argv) {
            "%.2f M); floor %.3f ms/step = %.0f cells/s; step/floor %.1fx\n",
            B, (long long)G, (long long)H, gflops, f_dense / 1e6, f_sparse / 1e6, floor_ms,
            B / floor_ms * 1e3, ms_step / floor_ms);
+    printf("  sgemm %dx%dx%d (%d OpenBLAS threads): %.1f GFLOP/s; floor %.3f ms/step = %.0f "
+           "cells/s; step/floor %.1fx\n",
+           PN, PN, PN, threads, peak_gflops, floor_peak_ms, B / floor_peak_ms * 1e3,
+           ms_step / floor_peak_ms);
     if (json) {
         printf(
             "STEP_JSON {\"threads\": %d, \"batch\": %d, \"genes\": %lld, \"nnz_per_cell\": %.1f, "
@@ -290,8 +313,11 @@ int main(int argc, char **argv) {
         }
         printf(
             "}, \"gemm_gflops\": %.2f, \"flops_dense_per_cell\": %.0f, \"flops_sparse_per_cell\": "
-            "%.0f, \"floor_ms\": %.4f, \"floor_cells_per_s\": %.1f}\n",
-            gflops, f_dense, f_sparse, floor_ms, B / floor_ms * 1e3);
+            "%.0f, \"floor_ms\": %.4f, \"floor_cells_per_s\": %.1f, \"gemm_peak_n\": %d, "
+            "\"gemm_peak_gflops\": %.2f, \"floor_peak_ms\": %.4f, \"floor_peak_cells_per_s\": "
+            "%.1f}\n",
+            gflops, f_dense, f_sparse, floor_ms, B / floor_ms * 1e3, PN, peak_gflops,
+            floor_peak_ms, B / floor_peak_ms * 1e3);
     }
     av_scvi_free(&model);
     av_sim_free(sim);

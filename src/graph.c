@@ -52,6 +52,7 @@ void *av_arena_alloc(AvGraph *g, size_t bytes) {
 /* Names are copied into the arena, so callers may pass a temporary buffer. */
 static AvTensor *new_tensor(AvGraph *g, int64_t rows, int64_t cols, int batch, const char *name) {
     AvTensor *t = av_calloc(1, sizeof *t);
+    t->grad_writer = -1;
     t->rows = rows;
     t->cols = cols;
     t->batch = batch;
@@ -140,12 +141,67 @@ void av_graph_forward_until(AvGraph *g, const AvBatch *batch, const AvTensor *un
     }
 }
 
-void av_graph_backward(AvGraph *g) {
-    memset(g->param_g, 0, sizeof(float) * (size_t)g->param_size);
+/* Gradients that one op writes whole need no zeroing: the tensor's only consumer
+ * assigns them (ops.c's av_node_assigns says which op slots can). Counting uses over all
+ * nodes' inputs keeps a tensor read twice (even by one node) accumulating. */
+static void plan_grads(AvGraph *g) {
+    AvTensor *seen[4 * 256];
+    int uses[4 * 256], n_seen = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int s = 0; s < 4; s++) {
+            AvTensor *t = g->nodes[i].in[s];
+            if (!t) continue;
+            int k = 0;
+            while (k < n_seen && seen[k] != t) k++;
+            if (k == n_seen) {
+                if (n_seen == 4 * 256) return; /* far beyond any model: keep zeroing all */
+                seen[n_seen] = t, uses[n_seen++] = 0;
+            }
+            uses[k]++;
+        }
+    for (int i = 0; i < g->n_nodes; i++) {
+        AvNode *nd = &g->nodes[i];
+        if (!nd->out->g) continue; /* its backward does not run */
+        for (int s = 0; s < 4; s++) {
+            AvTensor *t = nd->in[s];
+            if (!t || !t->g || !av_node_assigns(nd, s)) continue;
+            int k = 0;
+            while (seen[k] != t) k++;
+            if (uses[k] != 1) continue;
+            nd->assign |= 1u << s;
+            t->grad_writer = i;
+        }
+    }
+    g->grads_planned = 1;
+}
+
+static int zeroed(const AvTensor *t, int last) {
+    return t->grad_writer < 0 || t->grad_writer > last;
+}
+
+void av_graph_zero_grads(AvGraph *g, int last) {
+    if (!g->grads_planned) plan_grads(g);
+    for (int i = 0; i < g->n_params; i++) {
+        AvTensor *t = g->params[i];
+        if (zeroed(t, last)) memset(t->g, 0, sizeof(float) * (size_t)(t->rows * t->cols));
+    }
     for (int i = 0; i < g->n_acts; i++) {
         AvTensor *t = g->acts[i];
-        if (t->g) memset(t->g, 0, sizeof(float) * (size_t)(av_rows(g, t) * t->cols));
+        if (t->g && zeroed(t, last))
+            memset(t->g, 0, sizeof(float) * (size_t)(av_rows(g, t) * t->cols));
     }
-    if (g->loss) g->loss->g[0] = 1.0f;
-    for (int i = g->n_nodes - 1; i >= 0; i--) av_node_backward(g, &g->nodes[i]);
+}
+
+void av_graph_backward_from(AvGraph *g, AvTensor *y, const float *gy) {
+    int last = g->n_nodes - 1;
+    while (last >= 0 && g->nodes[last].out != y) last--;
+    if (last < 0) return;
+    av_graph_zero_grads(g, last);
+    memcpy(y->g, gy, sizeof(float) * (size_t)(av_rows(g, y) * y->cols));
+    for (int i = last; i >= 0; i--) av_node_backward(g, &g->nodes[i]);
+}
+
+void av_graph_backward(AvGraph *g) {
+    const float one = 1.0f;
+    if (g->loss) av_graph_backward_from(g, g->loss, &one);
 }

@@ -18,6 +18,9 @@ typedef struct {
     int64_t offset;   /* parameters: position in the parameter slab */
     int used;         /* parameters: read by some op (others get no gradient, no update) */
     int transposed;   /* linear weights: stored [in, out], torch's [out, in] transposed */
+    /* index of the node whose backward assigns this gradient whole (its only consumer),
+     * or -1: then the gradient is zeroed before backward and consumers accumulate */
+    int grad_writer;
 } AvTensor;
 
 /* Minibatch inputs, owned by the caller and refreshed before each forward. Counts are
@@ -78,6 +81,7 @@ typedef struct {
     float *aux2;                /* more saved state */
     float w[AV_MAX_LOSS_TERMS]; /* loss term weights */
     float *running_mean, *running_var; /* batch norm buffers */
+    unsigned assign; /* bit s: backward assigns in[s]'s gradient instead of adding to it */
 } AvNode;
 
 /* Reduces a double buffer across ranks in place (sum). Set by the trainer; the default
@@ -103,7 +107,8 @@ typedef struct {
     char *blocks[64];
     size_t block_size, block_used;
     int n_acts;
-    AvTensor **acts; /* activations whose gradients are zeroed each step */
+    AvTensor **acts;   /* activations (their gradients are zeroed or assigned each step) */
+    int grads_planned; /* grad_writer / assign are set (first backward) */
     /* per-step state */
     int n; /* rows of batch tensors this step */
     const AvBatch *batch;
@@ -171,10 +176,17 @@ AvTensor *av_op_count_nll(AvGraph *g, AvTensor *rho, AvTensor *log_lib, AvTensor
 AvTensor *av_op_loss(AvGraph *g, int n_terms, AvTensor **terms, const float *w);
 void av_loss_set_weight(AvGraph *g, int term, float w);
 
-/* Runs the tape. forward fills every node for the current batch; backward zeroes the
- * gradients and accumulates d loss / d everything into param_g. */
+/* Runs the tape. forward fills every node for the current batch; backward computes
+ * d loss / d everything into param_g (every entry written: assigned by the only
+ * consumer where one op writes a gradient whole, else zeroed and accumulated). */
 void av_graph_forward(AvGraph *g, const AvBatch *batch);
 void av_graph_backward(AvGraph *g);
+/* Backward from an arbitrary tensor y with d objective / d y = gy (tests): only the
+ * nodes up to y's producer run. */
+void av_graph_backward_from(AvGraph *g, AvTensor *y, const float *gy);
+/* Zeroes the gradients that the nodes up to index `last` accumulate into (the rest
+ * they assign); the first part of backward, exposed for per-op profiling. */
+void av_graph_zero_grads(AvGraph *g, int last);
 /* Forward only as far as the node that produces `until` (inference needs no loss). */
 void av_graph_forward_until(AvGraph *g, const AvBatch *batch, const AvTensor *until);
 

@@ -234,15 +234,19 @@ static void batchnorm_backward(AvGraph *g, AvNode *nd) {
             s[j] += dy;
             s[c + j] += dy * xh;
         }
+    float kb = av_assigns(nd, 2) ? 0.0f : 1.0f, kg = av_assigns(nd, 1) ? 0.0f : 1.0f;
     for (int64_t j = 0; j < c; j++) {
-        beta->g[j] += (float)s[j];
-        gamma->g[j] += (float)s[c + j];
+        beta->g[j] = kb * beta->g[j] + (float)s[j];
+        gamma->g[j] = kg * gamma->g[j] + (float)s[c + j];
     }
     if (!x->g) return;
+    int assign = av_assigns(nd, 0);
     if (!g->training) {
         for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < c; j++)
-                x->g[i * c + j] += y->g[i * c + j] * gamma->v[j] * istd[j];
+            for (int64_t j = 0; j < c; j++) {
+                float d = y->g[i * c + j] * gamma->v[j] * istd[j];
+                x->g[i * c + j] = assign ? d : x->g[i * c + j] + d;
+            }
         return;
     }
     if (g->reduce) g->reduce(s, 2 * c); /* the statistics are global, so are their gradients */
@@ -252,7 +256,7 @@ static void batchnorm_backward(AvGraph *g, AvNode *nd) {
         for (int64_t j = 0; j < c; j++) {
             double xh = (x->v[i * c + j] - mean[j]) * istd[j];
             double d = (ng * y->g[i * c + j] - s[j] - xh * s[c + j]) * gamma->v[j] * istd[j] / ng;
-            x->g[i * c + j] += (float)d;
+            x->g[i * c + j] = assign ? (float)d : x->g[i * c + j] + (float)d;
         }
 }
 
@@ -275,6 +279,7 @@ static void layernorm_forward(AvGraph *g, AvNode *nd) {
 static void layernorm_backward(AvGraph *g, AvNode *nd) {
     AvTensor *x = nd->in[0], *y = nd->out;
     int64_t n = g->n, c = x->cols;
+    int assign = av_assigns(nd, 0);
     if (!x->g) return;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
@@ -286,8 +291,10 @@ static void layernorm_backward(AvGraph *g, AvNode *nd) {
         }
         sg /= (double)c;
         sgy /= (double)c;
-        for (int64_t j = 0; j < c; j++)
-            x->g[i * c + j] += nd->aux[i] * (float)(gy[j] - sg - yh[j] * sgy);
+        for (int64_t j = 0; j < c; j++) {
+            float d = nd->aux[i] * (float)(gy[j] - sg - yh[j] * sgy);
+            x->g[i * c + j] = assign ? d : x->g[i * c + j] + d;
+        }
     }
 }
 
@@ -353,12 +360,17 @@ AV_CLONES static void softmax_row(const float *restrict x, float *restrict y, in
 }
 
 AV_CLONES static void softmax_row_backward(const float *restrict y, const float *restrict gy,
-                                           float *restrict gx, int64_t c) {
+                                           float *restrict gx, int64_t c, int assign) {
     float s = 0;
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < c; j++) s += y[j] * gy[j];
+    if (assign) {
 #pragma omp simd
-    for (int64_t j = 0; j < c; j++) gx[j] += y[j] * (gy[j] - s);
+        for (int64_t j = 0; j < c; j++) gx[j] = y[j] * (gy[j] - s);
+    } else {
+#pragma omp simd
+        for (int64_t j = 0; j < c; j++) gx[j] += y[j] * (gy[j] - s);
+    }
 }
 
 static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
@@ -386,38 +398,47 @@ static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
     }
 }
 
+/* gx = d (assign) or gx += d, over a batch tensor's n x c elements */
+#define GRAD_LOOP(assign, gx, count, d)                                                            \
+    do {                                                                                           \
+        if (assign) {                                                                              \
+            for (int64_t k = 0; k < (count); k++) (gx)[k] = (d);                                   \
+        } else {                                                                                   \
+            for (int64_t k = 0; k < (count); k++) (gx)[k] += (d);                                  \
+        }                                                                                          \
+    } while (0)
+
 static void node_backward_elementwise(AvGraph *g, AvNode *nd) {
     AvTensor *x = nd->in[0], *y = nd->out;
     int64_t n = g->n, c = y->cols;
+    int a0 = av_assigns(nd, 0);
     switch (nd->kind) {
     case AV_OP_RELU:
-        if (x->g)
-            for (int64_t k = 0; k < n * c; k++) x->g[k] += x->v[k] > 0 ? y->g[k] : 0;
+        if (x->g) GRAD_LOOP(a0, x->g, n * c, x->v[k] > 0 ? y->g[k] : 0);
         break;
     case AV_OP_EXP_EPS:
-        if (x->g)
-            for (int64_t k = 0; k < n * c; k++) x->g[k] += y->g[k] * (y->v[k] - nd->f0);
+        if (x->g) GRAD_LOOP(a0, x->g, n * c, y->g[k] * (y->v[k] - nd->f0));
         break;
     case AV_OP_DROPOUT:
         if (x->g) {
             if (g->training)
-                for (int64_t k = 0; k < n * c; k++) x->g[k] += y->g[k] * nd->aux[k];
+                GRAD_LOOP(a0, x->g, n * c, y->g[k] * nd->aux[k]);
             else
-                for (int64_t k = 0; k < n * c; k++) x->g[k] += y->g[k];
+                GRAD_LOOP(a0, x->g, n * c, y->g[k]);
         }
         break;
     case AV_OP_SOFTMAX:
         if (!x->g) break;
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < n; i++)
-            softmax_row_backward(y->v + i * c, y->g + i * c, x->g + i * c, c);
+            softmax_row_backward(y->v + i * c, y->g + i * c, x->g + i * c, c, a0);
         break;
     case AV_OP_REPARAM: {
         AvTensor *mu = nd->in[0], *var = nd->in[1];
-        for (int64_t k = 0; k < n * c; k++) {
-            if (mu->g) mu->g[k] += y->g[k];
-            if (var->g) var->g[k] += y->g[k] * nd->aux[k] * 0.5f / sqrtf(var->v[k]);
-        }
+        if (mu->g) GRAD_LOOP(a0, mu->g, n * c, y->g[k]);
+        if (var->g)
+            GRAD_LOOP(av_assigns(nd, 1), var->g, n * c,
+                      y->g[k] * nd->aux[k] * 0.5f / sqrtf(var->v[k]));
         break;
     }
     default:
@@ -442,8 +463,9 @@ static void kl_forward(AvGraph *g, AvNode *nd, int backward) {
             s += av_kl_normal(mu->v[i * c + j], var->v[i * c + j], m, v, &dmu, &dv);
             if (backward) {
                 float go = y->g[i];
-                if (mu->g) mu->g[i * c + j] += go * dmu;
-                if (var->g) var->g[i * c + j] += go * dv;
+                int64_t e = i * c + j;
+                if (mu->g) mu->g[e] = (av_assigns(nd, 0) ? 0.0f : mu->g[e]) + go * dmu;
+                if (var->g) var->g[e] = (av_assigns(nd, 1) ? 0.0f : var->g[e]) + go * dv;
             }
         }
         if (!backward) y->v[i] = (float)s;
@@ -458,7 +480,8 @@ static void loss_forward(AvGraph *g, AvNode *nd, int backward) {
         double s = 0;
         for (int64_t i = 0; i < g->n; i++) {
             if (backward) {
-                if (x->g) x->g[i] += nd->out->g[0] * (float)(nd->w[t] / ng);
+                float d = nd->out->g[0] * (float)(nd->w[t] / ng);
+                if (x->g) x->g[i] = (av_assigns(nd, t) ? 0.0f : x->g[i]) + d;
             } else {
                 s += x->v[i];
             }
@@ -482,6 +505,27 @@ static void input_forward(AvGraph *g, AvNode *nd) {
         }
     } else {
         memcpy(y->v, bt->cont, sizeof(float) * (size_t)(g->n * y->cols));
+    }
+}
+
+int av_node_assigns(const AvNode *nd, int s) {
+    switch (nd->kind) {
+    case AV_OP_LINEAR: /* the weight only when dense blocks (GEMMs) cover all its rows */
+        return s != 2 || (!nd->sparse_in && nd->n_cats == 0);
+    case AV_OP_BATCHNORM:
+    case AV_OP_LOSS:
+        return 1;
+    case AV_OP_REPARAM:
+    case AV_OP_KL_NORMAL: /* mean and variance; no gradient for the prior */
+        return s < 2;
+    case AV_OP_LAYERNORM:
+    case AV_OP_RELU:
+    case AV_OP_DROPOUT:
+    case AV_OP_EXP_EPS:
+    case AV_OP_SOFTMAX:
+        return s == 0;
+    default:
+        return 0;
     }
 }
 

@@ -11,6 +11,12 @@ AvNode *av_node(AvGraph *g, AvOpKind kind);
 void av_mark_used(AvTensor *t);
 void av_node_forward(AvGraph *g, AvNode *nd);
 void av_node_backward(AvGraph *g, AvNode *nd);
+/* Whether the node's backward can assign in[s]'s whole gradient (rows 0..n) instead of
+ * adding to it; graph.c lets it where the node is the tensor's only consumer. */
+int av_node_assigns(const AvNode *nd, int s);
+static inline int av_assigns(const AvNode *nd, int s) {
+    return (nd->assign >> s) & 1u;
+}
 
 /* op kernels that live in their own files */
 void av_linear_forward(AvGraph *g, AvNode *nd);

@@ -15,7 +15,13 @@
  * and the element-wise kernels share one OpenMP team instead of fighting two pools. */
 static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-    if (m == 0 || n == 0 || k == 0) return;
+    if (m == 0 || n == 0) return;
+    if (k == 0) { /* an empty minibatch share: C = beta C */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
     int split_rows = m >= n;
 #pragma omp parallel
     {
@@ -83,16 +89,21 @@ void av_linear_backward(AvGraph *g, AvNode *nd) {
     AvTensor *wt = nd->in[2], *b = nd->in[3], *y = nd->out;
     int64_t n = g->n, out = wt->cols, row = linear_sparse_rows(nd);
     const float *gy = y->g;
-    if (b)
+    if (b) {
+        if (av_assigns(nd, 3)) memset(b->g, 0, sizeof(float) * (size_t)out);
         for (int64_t i = 0; i < n; i++)
             for (int64_t o = 0; o < out; o++) b->g[o] += gy[i * out + o];
+    }
     if (nd->sparse_in) av_sparse_linear_backward(nd->sparse_in, bt, n, gy, wt->g, out);
     for (int s = 0; s < 2; s++) {
         AvTensor *x = nd->in[s];
         if (!x) continue;
         const float *w = wt->v + row * out;
-        if (x->g) sgemm(0, 1, n, x->cols, out, gy, out, w, out, 1.0f, x->g, x->cols);
-        sgemm(1, 0, x->cols, out, n, x->v, x->cols, gy, out, 1.0f, wt->g + row * out, out);
+        if (x->g)
+            sgemm(0, 1, n, x->cols, out, gy, out, w, out, av_assigns(nd, s) ? 0.0f : 1.0f, x->g,
+                  x->cols);
+        sgemm(1, 0, x->cols, out, n, x->v, x->cols, gy, out, av_assigns(nd, 2) ? 0.0f : 1.0f,
+              wt->g + row * out, out);
         row += x->cols;
     }
     for (int k = 0; k < nd->n_cats; k++) {

@@ -60,13 +60,7 @@ static void check(const char *what, AvGraph *g, const AvBatch *b, AvTensor *y, f
     float *r = malloc(sizeof(float) * (size_t)n);
     for (int64_t k = 0; k < n; k++) r[k] = urand(-1, 1);
     objective(g, b, y, r);
-    memset(g->param_g, 0, sizeof(float) * (size_t)g->param_size);
-    for (int i = 0; i < g->n_acts; i++)
-        if (g->acts[i]->g)
-            memset(g->acts[i]->g, 0,
-                   sizeof(float) * (size_t)(av_rows(g, g->acts[i]) * g->acts[i]->cols));
-    memcpy(y->g, r, sizeof(float) * (size_t)n);
-    for (int i = g->n_nodes - 1; i >= 0; i--) av_node_backward(g, &g->nodes[i]);
+    av_graph_backward_from(g, y, r);
     float *ana = malloc(sizeof(float) * (size_t)g->param_size);
     memcpy(ana, g->param_g, sizeof(float) * (size_t)g->param_size);
     /* A coordinate where the objective is not smooth at this scale (a ReLU input within
