@@ -4,6 +4,9 @@ Run by benchmarks/run.py under /usr/bin/time -v (peak RSS) with the thread count
 environment. Times only model.train() (setup_anndata and reading the file are reported
 apart). With --max-steps-per-epoch the epochs are cut to that many minibatches
 (Lightning's limit_train_batches) and cells/s counts only the cells actually trained.
+With --same-split the train/validation cells are atlasvi's (`atlasvi train --seed S`,
+recomputed by benchmarks/fidelity_train.py atlasvi_split and passed as external_indexing),
+so the held-out ELBO of both tools is taken on the same cells.
 """
 
 import argparse
@@ -22,6 +25,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--max-steps-per-epoch", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--same-split", action="store_true",
+                    help="validate on atlasvi's validation cells (atlasvi train --seed SEED)")
     a = ap.parse_args()
 
     import torch
@@ -42,7 +47,15 @@ def main():
     model = scvi.model.SCVI(adata)
     t_setup = time.perf_counter() - t0
 
-    kw = {}
+    kw = {"train_size": 0.9}
+    if a.same_split:
+        import numpy as np
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from fidelity_train import atlasvi_split
+
+        tr, va = atlasvi_split(adata.n_obs, a.seed)
+        kw = {"datasplitter_kwargs": {"external_indexing": [tr, va, np.array([], dtype=np.int64)]}}
     if a.max_steps_per_epoch > 0:
         kw["limit_train_batches"] = a.max_steps_per_epoch
         kw["limit_val_batches"] = a.max_steps_per_epoch
@@ -52,7 +65,6 @@ def main():
         batch_size=a.batch_size,
         accelerator="cpu",
         devices=1,
-        train_size=0.9,
         check_val_every_n_epoch=a.epochs,
         enable_progress_bar=False,
         **kw,
@@ -61,6 +73,8 @@ def main():
 
     n = adata.n_obs
     n_train = int(math.ceil(0.9 * n))
+    if a.same_split:
+        n_train = len(tr)
     steps = math.ceil(n_train / a.batch_size)
     if a.max_steps_per_epoch > 0 and a.max_steps_per_epoch < steps:
         cells = a.max_steps_per_epoch * a.batch_size * a.epochs
@@ -89,6 +103,7 @@ def main():
         "cpu_seconds_train": cpu_train,
         "elbo_validation": elbo_val,
         "elbo_train": elbo_train,
+        "same_split": a.same_split,
     }
     print("BENCH_JSON " + json.dumps(out), flush=True)
 
