@@ -287,6 +287,7 @@ void av_scvi_build(AvScvi *m, const AvScviConfig *c, int64_t max_batch, uint64_t
         terms[n_terms++] = m->kl_l;
     }
     m->loss = av_op_loss(g, n_terms, terms, w);
+    av_graph_pack_params(g);
 }
 
 void av_scvi_free(AvScvi *m) {

@@ -81,6 +81,29 @@ void av_graph_alloc_params(AvGraph *g) {
     }
 }
 
+void av_graph_pack_params(AvGraph *g) {
+    float *v = av_calloc((size_t)g->param_size, sizeof(float));
+    float *gr = av_calloc((size_t)g->param_size, sizeof(float));
+    int64_t off = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < g->n_params; i++) {
+            AvTensor *t = g->params[i];
+            if ((t->used != 0) == pass) continue; /* used ones in pass 0 */
+            int64_t n = t->rows * t->cols;
+            memcpy(v + off, t->v, sizeof(float) * (size_t)n);
+            t->offset = off;
+            t->v = v + off;
+            t->g = gr + off;
+            off += n;
+        }
+        if (pass == 0) g->used_size = off;
+    }
+    free(g->param_v);
+    free(g->param_g);
+    g->param_v = v;
+    g->param_g = gr;
+}
+
 AvTensor *av_buffer(AvGraph *g, const char *name, int64_t rows, int64_t cols) {
     g->buffers = av_realloc(g->buffers, sizeof(AvTensor *) * (size_t)(g->n_buffers + 1));
     AvTensor *t = new_tensor(g, rows, cols, 0, name);
@@ -183,7 +206,8 @@ void av_graph_zero_grads(AvGraph *g, int last) {
     if (!g->grads_planned) plan_grads(g);
     for (int i = 0; i < g->n_params; i++) {
         AvTensor *t = g->params[i];
-        if (zeroed(t, last)) memset(t->g, 0, sizeof(float) * (size_t)(t->rows * t->cols));
+        if (t->used && zeroed(t, last)) /* unused ones stay zero from allocation */
+            memset(t->g, 0, sizeof(float) * (size_t)(t->rows * t->cols));
     }
     for (int i = 0; i < g->n_acts; i++) {
         AvTensor *t = g->acts[i];

@@ -95,6 +95,10 @@ typedef struct {
     AvTensor **params;
     int64_t param_size, param_cap;
     float *param_v, *param_g;
+    /* after av_graph_pack_params: the parameters that ops read come first, in
+     * [0, used_size); the rest (declared for the state dict, e.g. the library encoder
+     * under observed library sizes) keep zero gradients and need no all-reduce */
+    int64_t used_size;
     /* non-trainable state saved with the model (batch norm running stats, priors) */
     int n_buffers;
     AvTensor **buffers;
@@ -131,6 +135,9 @@ AvTensor *av_param(AvGraph *g, const char *name, int64_t rows, int64_t cols);
 /* A buffer saved with the model but not trained (running stats, priors). */
 AvTensor *av_buffer(AvGraph *g, const char *name, int64_t rows, int64_t cols);
 AvTensor *av_param_find(AvGraph *g, const char *name);
+/* Call once after the ops are built: reorders the slab so that the parameters the ops
+ * read are a prefix of used_size floats (values move with their tensors). */
+void av_graph_pack_params(AvGraph *g);
 
 /* Ops. Each appends one node and returns its output (a batch tensor unless stated). */
 /* Log library log(sum counts) of every cell [n,1], no gradient. */

@@ -221,12 +221,9 @@ static void adam_step(AvScvi *m, AvOptState *st) {
     AvGraph *g = &m->g;
     st->adam.step++;
     st->adam.lr = st->lr;
-    for (int i = 0; i < g->n_params; i++) {
-        AvTensor *p = g->params[i];
-        if (!p->used) continue;
-        int64_t o = p->offset, n = p->rows * p->cols;
-        av_adam_update(&st->adam, g->param_v + o, g->param_g + o, st->m + o, st->v + o, n);
-    }
+    /* element-wise with one set of hyperparameters: one pass over the packed prefix of
+     * parameters the ops read (av_graph_pack_params) */
+    av_adam_update(&st->adam, g->param_v, g->param_g, st->m, st->v, g->used_size);
 }
 
 /* Eval-mode sums over local cells of the given rows: rec, kl (unweighted), loss. */
@@ -423,7 +420,7 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
             av_graph_backward(g);
             if (c->size > 1) {
                 double tr = av_now();
-                c->allreduce_f32(g->param_g, g->param_size);
+                c->allreduce_f32(g->param_g, g->used_size); /* the rest stays 0 */
                 reduce_seconds += av_now() - tr;
             }
             adam_step(m, st);
