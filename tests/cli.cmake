@@ -29,13 +29,13 @@ set(AV_CLI_ENV
   "OMP_NUM_THREADS=1"
   "OPENBLAS_NUM_THREADS=1"
   "OMP_WAIT_POLICY=passive"
-  "CLI_TIMEOUT=60")
+  "CLI_TIMEOUT=120")
 set(AV_CLI_DIR ${CMAKE_CURRENT_BINARY_DIR}/cli)
 
 # name, number of processes, script, arguments
 function(av_cli_test name np script)
   add_test(NAME ${name} COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/${script} ${ARGN})
-  set_tests_properties(${name} PROPERTIES TIMEOUT 180 ENVIRONMENT "${AV_CLI_ENV};CLI_NP=${np}")
+  set_tests_properties(${name} PROPERTIES TIMEOUT 300 ENVIRONMENT "${AV_CLI_ENV};CLI_NP=${np}")
 endfunction()
 
 av_cli_test(cli_help 1 cli_help.sh ${AV_CLI_DIR}/help)
