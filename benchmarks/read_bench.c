@@ -6,8 +6,8 @@
  *
  *   mpiexec -n N read_bench FILE.h5ad [--evict] [--chunk-cells C] [--repeats R]
  *
- * --evict: before each timed read rank 0 drops the file from the page cache
- *   (posix_fadvise DONTNEED: works unprivileged for clean pages), so the read is cold.
+ * --evict: before each timed read rank 0 drops the file from the page cache (fsync,
+ *   then posix_fadvise DONTNEED: unprivileged), so the read is cold.
  * --chunk-cells C: read each shard in pieces of C cells (as `train --stream` does); 0
  *   (default) reads the whole shard in one call, as train does without --stream.
  * --repeats R: R timed reads, each reported, the fastest in the JSON line.
@@ -34,6 +34,7 @@
 static int evict(const char *path) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return -1;
+    fsync(fd); /* DONTNEED leaves dirty pages (a freshly written file) in the cache */
     int rc = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     close(fd);
     return rc;
