@@ -1,0 +1,433 @@
+/* av_sgemm: row-major single-precision GEMM with AVX-512 kernels, tuned for the thin shapes
+ * of the scVI step (m = 128 rows of a minibatch or of a hidden layer, n up to the genes,
+ * k = 128 or the genes).
+ *
+ * Design (BLIS-like, reduced to what these shapes need):
+ *  - Micro-kernel: an MR x NR = 8 x 32 tile of C in 16 zmm accumulators that start at zero;
+ *    per step p two aligned loads of the packed B row and 8 broadcasts of A, 16 FMAs; then
+ *    C = acc + beta C, masked past n (beta = 0 never loads C). Every element of C is thus
+ *    the same chain of FMAs over p in the same KC blocks of k (whose depths depend on k
+ *    only), whatever the tiling or the number of threads: results are bitwise independent
+ *    of the thread count.
+ *  - op(B) is packed one panel of kc x 32 (zero-padded past n) at a time into a 64-byte
+ *    aligned per-thread buffer that stays in L1 while every row tile of C runs over it;
+ *    tb = 1 packs through 16 x 16 in-register transposes. Software pipeline: while the row
+ *    tiles run over panel q, each first packs its slice of panel q + 1 into the other half
+ *    of the buffer, so that B's loads overlap the FMAs.
+ *  - op(A): where the block has many panels (the wide outputs, n = 2000) the MC x kc block
+ *    of A is packed once into MR-interleaved micro-panels (one contiguous stream per tile);
+ *    where it has few (dX: n = 128, k = 2000) the kernel broadcasts straight from A (rows of
+ *    A with ta = 0, MR contiguous floats per p with ta = 1), which saves packing 1 MB of A.
+ *  - Threads: the panels of 32 columns are split in contiguous ranges across the OpenMP
+ *    team; where there are fewer panels than threads the rows are split in 8-row tiles.
+ *    Never k. Inside a parallel region, or below AV_GEMM_PAR_MIN multiply-adds, it runs on
+ *    the calling thread.
+ * CPUs without AVX-512 (and AV_SGEMM=blas) take cblas_sgemm on the same split. */
+#include "src/gemm.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef AV_GEMM_KC
+#define AV_GEMM_KC 256 /* deepest KC block: a packed panel of B is KC x 32 floats = 32 KiB */
+#endif
+enum { MR = 8, NR = 32, KC = AV_GEMM_KC, MC = 256 };
+/* below this many multiply-adds one thread is faster than waking the team */
+#define AV_GEMM_PAR_MIN (1 << 18)
+/* A is packed where a block has at least this many panels of B to reuse it over */
+#define AV_GEMM_PACK_A_PANELS 8
+
+/* ---------------------------------------------------------------- per-thread buffers */
+
+/* One allocation per thread, made on its first call and freed when the thread exits:
+ * two packed panels of op(B) (2 x KC x NR) and a packed block of op(A) (MC x KC). */
+enum { BUF_B = 2 * KC * NR, BUF_FLOATS = BUF_B + MC * KC };
+static _Thread_local float *thread_buf;
+static pthread_key_t buf_key;
+static pthread_once_t buf_once = PTHREAD_ONCE_INIT;
+static int buf_key_ok;
+
+static void buf_free(void *p) {
+    free(p);
+}
+static void buf_key_init(void) {
+    buf_key_ok = pthread_key_create(&buf_key, buf_free) == 0;
+}
+
+static float *get_buf(void) {
+    if (!thread_buf) {
+        pthread_once(&buf_once, buf_key_init);
+        thread_buf = aligned_alloc(64, sizeof(float) * BUF_FLOATS);
+        if (thread_buf && buf_key_ok) pthread_setspecific(buf_key, thread_buf);
+    }
+    return thread_buf;
+}
+
+#define AV_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
+#define AV_INLINE __attribute__((always_inline)) inline
+
+/* ---------------------------------------------------------------- micro-kernel */
+
+/* C[mr x nc] = acc + beta C, acc = sum over p < kc of op(A)[r][p] * bp[p][0..NR).
+ * a points at op(A)[0][0] of the tile: element (r, p) is a[r * lda + p] (TA = 0) or
+ * a[p * lda + r] (TA = 1). NV = 1 computes only the first 16 columns (nc <= 16). */
+static AV_INLINE AV_AVX512 void kernel_tpl(const int mr, const int nv, const int ta, int64_t kc,
+                                           const float *a, int64_t lda, const float *bp, float *c,
+                                           int64_t ldc, float beta, int nc) {
+    __m512 acc[MR][2];
+#pragma GCC unroll 16
+    for (int r = 0; r < mr; r++) {
+        acc[r][0] = _mm512_setzero_ps();
+        acc[r][1] = _mm512_setzero_ps();
+        _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + r * ldc + NR - 1), _MM_HINT_T0);
+    }
+    if (ta) {
+#pragma GCC unroll 2
+        for (int64_t p = 0; p < kc; p++) {
+            __m512 b0 = _mm512_load_ps(bp + p * NR);
+            __m512 b1 = _mm512_load_ps(bp + p * NR + 16);
+            const float *ap = a + p * lda;
+#pragma GCC unroll 16
+            for (int r = 0; r < mr; r++) {
+                __m512 ar = _mm512_set1_ps(ap[r]);
+                acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+                if (nv > 1) acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+            }
+        }
+    } else {
+#pragma GCC unroll 2
+        for (int64_t p = 0; p < kc; p++) {
+            __m512 b0 = _mm512_load_ps(bp + p * NR);
+            __m512 b1 = _mm512_load_ps(bp + p * NR + 16);
+#pragma GCC unroll 16
+            for (int r = 0; r < mr; r++) {
+                __m512 ar = _mm512_set1_ps(a[r * lda + p]);
+                acc[r][0] = _mm512_fmadd_ps(ar, b0, acc[r][0]);
+                if (nv > 1) acc[r][1] = _mm512_fmadd_ps(ar, b1, acc[r][1]);
+            }
+        }
+    }
+    __mmask16 m0 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1);
+    __mmask16 m1 = nc >= 32  ? (__mmask16)0xFFFF
+                   : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1)
+                             : (__mmask16)0;
+    if (beta == 0.0f) {
+#pragma GCC unroll 16
+        for (int r = 0; r < mr; r++) {
+            _mm512_mask_storeu_ps(c + r * ldc, m0, acc[r][0]);
+            if (nv > 1) _mm512_mask_storeu_ps(c + r * ldc + 16, m1, acc[r][1]);
+        }
+    } else {
+        __m512 bv = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+        for (int r = 0; r < mr; r++) {
+            float *cr = c + r * ldc;
+            _mm512_mask_storeu_ps(cr, m0,
+                                  _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(m0, cr), acc[r][0]));
+            if (nv > 1)
+                _mm512_mask_storeu_ps(
+                    cr + 16, m1,
+                    _mm512_fmadd_ps(bv, _mm512_maskz_loadu_ps(m1, cr + 16), acc[r][1]));
+        }
+    }
+}
+
+typedef void (*kernel_fn)(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
+                          int64_t ldc, float beta, int nc);
+
+#define AV_KDEF(TA, NV, R)                                                                         \
+    static AV_AVX512 void kernel_##TA##_##NV##_##R(int64_t kc, const float *a, int64_t lda,        \
+                                                   const float *bp, float *c, int64_t ldc,         \
+                                                   float beta, int nc) {                           \
+        kernel_tpl(R, NV, TA, kc, a, lda, bp, c, ldc, beta, nc);                                   \
+    }
+#define AV_KDEF_R(TA, NV)                                                                          \
+    AV_KDEF(TA, NV, 1)                                                                             \
+    AV_KDEF(TA, NV, 2)                                                                             \
+    AV_KDEF(TA, NV, 3)                                                                             \
+    AV_KDEF(TA, NV, 4)                                                                             \
+    AV_KDEF(TA, NV, 5)                                                                             \
+    AV_KDEF(TA, NV, 6)                                                                             \
+    AV_KDEF(TA, NV, 7)                                                                             \
+    AV_KDEF(TA, NV, 8)
+AV_KDEF_R(0, 1)
+AV_KDEF_R(0, 2)
+AV_KDEF_R(1, 1)
+AV_KDEF_R(1, 2)
+#define AV_KROW(TA, NV)                                                                            \
+    {                                                                                              \
+        kernel_##TA##_##NV##_1, kernel_##TA##_##NV##_2, kernel_##TA##_##NV##_3,                    \
+            kernel_##TA##_##NV##_4, kernel_##TA##_##NV##_5, kernel_##TA##_##NV##_6,                \
+            kernel_##TA##_##NV##_7, kernel_##TA##_##NV##_8                                         \
+    }
+/* kernels[ta][nv - 1][mr - 1] */
+static const kernel_fn kernels[2][2][8] = {{AV_KROW(0, 1), AV_KROW(0, 2)},
+                                           {AV_KROW(1, 1), AV_KROW(1, 2)}};
+_Static_assert(MR == 8, "the kernel table and the packing of A are written for MR = 8");
+
+/* ---------------------------------------------------------------- packing op(B) */
+
+static AV_INLINE AV_AVX512 __mmask16 mask_first(int64_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* tb = 0: bp[p][j] = b[p * ldb + j] for p < kc, j < nc, zero for nc <= j < NR */
+static AV_AVX512 void pack_b_n(int64_t kc, int64_t nc, const float *b, int64_t ldb, float *bp) {
+    __mmask16 m0 = mask_first(nc), m1 = mask_first(nc - 16);
+    if (nc == NR) {
+        for (int64_t p = 0; p < kc; p++) {
+            _mm512_store_ps(bp + p * NR, _mm512_loadu_ps(b + p * ldb));
+            _mm512_store_ps(bp + p * NR + 16, _mm512_loadu_ps(b + p * ldb + 16));
+        }
+    } else {
+        for (int64_t p = 0; p < kc; p++) {
+            _mm512_store_ps(bp + p * NR, _mm512_maskz_loadu_ps(m0, b + p * ldb));
+            _mm512_store_ps(bp + p * NR + 16, _mm512_maskz_loadu_ps(m1, b + p * ldb + 16));
+        }
+    }
+}
+
+/* Transposes the 16 x 16 block r in place: r[j] lane i <- r[i] lane j. */
+static AV_INLINE AV_AVX512 void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+#pragma GCC unroll 8
+    for (int q = 0; q < 8; q++) {
+        t[2 * q] = _mm512_unpacklo_ps(r[2 * q], r[2 * q + 1]);
+        t[2 * q + 1] = _mm512_unpackhi_ps(r[2 * q], r[2 * q + 1]);
+    }
+    /* u[4g + c], 128-bit lane L = column 4L + c of rows 4g .. 4g + 3 */
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+        u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+        __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+        __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+        r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+    }
+}
+
+/* tb = 1: bp[p][j] = b[j * ldb + p] for p < kc, j < nc, zero for nc <= j < NR */
+static AV_AVX512 void pack_b_t(int64_t kc, int64_t nc, const float *b, int64_t ldb, float *bp) {
+    __m512 r[16];
+    for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+        int64_t pk = kc - p0 < 16 ? kc - p0 : 16;
+        __mmask16 mk = mask_first(pk);
+        for (int h = 0; h < NR / 16; h++) {
+            int64_t rows = nc - 16 * h;
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++)
+                r[j] = j < rows ? _mm512_maskz_loadu_ps(mk, b + (16 * h + j) * ldb + p0)
+                                : _mm512_setzero_ps();
+            transpose16(r);
+            if (pk == 16) {
+#pragma GCC unroll 16
+                for (int p = 0; p < 16; p++) _mm512_store_ps(bp + (p0 + p) * NR + 16 * h, r[p]);
+            } else {
+                for (int p = 0; p < pk; p++) _mm512_store_ps(bp + (p0 + p) * NR + 16 * h, r[p]);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- packing op(A) */
+
+/* The MR-row tile of op(A) at rows [0, mr), depths [0, kc) into ap[p][r] (MR floats per p,
+ * zero past mr): the kernel then reads it as a ta = 1 tile with lda = MR. */
+static AV_AVX512 void pack_a_tile(int ta, int64_t mr, int64_t kc, const float *a, int64_t lda,
+                                  float *ap) {
+    if (ta) { /* a[p * lda + r]: MR contiguous floats per p */
+        __mmask16 mr_mask = mask_first(mr);
+        for (int64_t p = 0; p < kc; p++)
+            _mm512_mask_storeu_ps(ap + p * MR, (__mmask16)0xFF,
+                                  _mm512_maskz_loadu_ps(mr_mask, a + p * lda));
+        return;
+    }
+    __m512 r[16]; /* a[r * lda + p]: 16 x 16 transposes of the MR rows and 8 zero rows */
+    for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+        int64_t pk = kc - p0 < 16 ? kc - p0 : 16;
+        __mmask16 mk = mask_first(pk);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++)
+            r[j] = j < mr ? _mm512_maskz_loadu_ps(mk, a + j * lda + p0) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int p = 0; p < pk; p++)
+            _mm512_mask_storeu_ps(ap + (p0 + p) * MR, (__mmask16)0xFF, r[p]);
+    }
+}
+
+/* ---------------------------------------------------------------- one thread's block */
+
+/* The KC blocks of k: as many as KC needs, of equal depth, so they depend on k only. */
+static int64_t depth_block(int64_t k) {
+    int64_t nb = (k + KC - 1) / KC;
+    return (k + nb - 1) / nb;
+}
+
+/* A panel of op(B): columns [jc, jc + nc), rows [pc, pc + kc), for the rows [ic, ic + mc) of C */
+typedef struct {
+    int64_t ic, mc, pc, kc, jc, nc;
+} Panel;
+
+/* The idx-th panel of an m x n x k block in the order they run: MC row blocks, then KC
+ * blocks of k, then NR columns. 0 past the last one. */
+static int panel_at(int64_t idx, int64_t m, int64_t n, int64_t k, int64_t kb, Panel *q) {
+    int64_t nj = (n + NR - 1) / NR, np = (k + kb - 1) / kb, ni = (m + MC - 1) / MC;
+    if (idx >= nj * np * ni) return 0;
+    q->jc = idx % nj * NR;
+    q->pc = idx / nj % np * kb;
+    q->ic = idx / (nj * np) * MC;
+    q->nc = n - q->jc < NR ? n - q->jc : NR;
+    q->kc = k - q->pc < kb ? k - q->pc : kb;
+    q->mc = m - q->ic < MC ? m - q->ic : MC;
+    return 1;
+}
+
+/* Packs rows [p0, p1) of panel q (p0 a multiple of 16) into its place in bp. */
+static AV_AVX512 void pack_slice(int tb, const Panel *q, const float *b, int64_t ldb, int64_t p0,
+                                 int64_t p1, float *bp) {
+    if (tb)
+        pack_b_t(p1 - p0, q->nc, b + q->jc * ldb + q->pc + p0, ldb, bp + p0 * NR);
+    else
+        pack_b_n(p1 - p0, q->nc, b + (q->pc + p0) * ldb + q->jc, ldb, bp + p0 * NR);
+}
+
+/* The rows of a panel split in `parts` slices of a multiple of 16. */
+static int64_t slice_rows(int64_t kc, int64_t parts) {
+    int64_t s = (kc + parts - 1) / parts;
+    return (s + 15) / 16 * 16;
+}
+
+/* C[m x n] = op(A) op(B) + beta C on one thread; buf from get_buf(). Software pipeline
+ * over the panels of B: while the row tiles of C run over panel q (packed in one half of
+ * the buffer), each tile first packs its slice of panel q + 1 into the other half, so that
+ * B's loads overlap the FMAs instead of stalling between panels. */
+static AV_AVX512 void block_avx512(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                                   int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                                   int64_t ldc, float *buf) {
+    float *bbuf[2] = {buf, buf + KC * NR}, *abuf = buf + BUF_B;
+    int64_t kb = depth_block(k);
+    int pack_a = (n + NR - 1) / NR >= AV_GEMM_PACK_A_PANELS;
+    Panel cur, nxt;
+    if (!panel_at(0, m, n, k, kb, &cur)) return;
+    pack_slice(tb, &cur, b, ldb, 0, cur.kc, bbuf[0]);
+    for (int64_t idx = 0;; idx++) {
+        int hn = panel_at(idx + 1, m, n, k, kb, &nxt);
+        const float *bp = bbuf[idx & 1];
+        float *bn = bbuf[(idx + 1) & 1];
+        int64_t ntile = (cur.mc + MR - 1) / MR, sn = hn ? slice_rows(nxt.kc, ntile) : 0;
+        if (pack_a && cur.jc == 0) /* first panel of an (ic, pc) block */
+            for (int64_t t = 0; t < ntile; t++) {
+                int64_t i = cur.ic + t * MR,
+                        mr = cur.ic + cur.mc - i < MR ? cur.ic + cur.mc - i : MR;
+                pack_a_tile(ta, mr, cur.kc, ta ? a + cur.pc * lda + i : a + i * lda + cur.pc, lda,
+                            abuf + t * cur.kc * MR);
+            }
+        const kernel_fn *kr = kernels[pack_a || ta][cur.nc > 16];
+        float bt = cur.pc == 0 ? beta : 1.0f;
+        for (int64_t t = 0; t < ntile; t++) {
+            if (hn && t * sn < nxt.kc)
+                pack_slice(tb, &nxt, b, ldb, t * sn, (t + 1) * sn < nxt.kc ? (t + 1) * sn : nxt.kc,
+                           bn);
+            int64_t i = cur.ic + t * MR, mr = cur.ic + cur.mc - i < MR ? cur.ic + cur.mc - i : MR;
+            float *ct = c + i * ldc + cur.jc;
+            if (pack_a)
+                kr[mr - 1](cur.kc, abuf + t * cur.kc * MR, MR, bp, ct, ldc, bt, (int)cur.nc);
+            else
+                kr[mr - 1](cur.kc, ta ? a + cur.pc * lda + i : a + i * lda + cur.pc, lda, bp, ct,
+                           ldc, bt, (int)cur.nc);
+        }
+        if (!hn) break;
+        cur = nxt;
+    }
+}
+
+/* ---------------------------------------------------------------- fallback and driver */
+
+static void block_blas(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+}
+
+static int native_state = -1; /* -1 unknown, 0 cblas, 1 AVX-512 */
+
+int av_sgemm_native(void) {
+    int s = __atomic_load_n(&native_state, __ATOMIC_RELAXED);
+    if (s < 0) {
+        __builtin_cpu_init();
+        const char *env = getenv("AV_SGEMM");
+        s = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("fma") && !(env && strcmp(env, "blas") == 0);
+        __atomic_store_n(&native_state, s, __ATOMIC_RELAXED);
+    }
+    return s;
+}
+
+/* Rows [*m0, *m1) and columns [*n0, *n1) of C for thread t of nt: contiguous ranges of NR
+ * column panels, or of MR row tiles where there are fewer panels than threads. */
+static void thread_range(int64_t m, int64_t n, int t, int nt, int64_t *m0, int64_t *m1, int64_t *n0,
+                         int64_t *n1) {
+    int64_t np = (n + NR - 1) / NR, mt = (m + MR - 1) / MR;
+    *m0 = 0, *m1 = m, *n0 = 0, *n1 = n;
+    if (np >= nt || np >= mt) {
+        int64_t lo = np * t / nt, hi = np * (t + 1) / nt;
+        *n0 = lo * NR < n ? lo * NR : n;
+        *n1 = hi * NR < n ? hi * NR : n;
+    } else {
+        int64_t lo = mt * t / nt, hi = mt * (t + 1) / nt;
+        *m0 = lo * MR < m ? lo * MR : m;
+        *m1 = hi * MR < m ? hi * MR : m;
+    }
+}
+
+static void run_block(int native, int ta, int tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
+                      int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb,
+                      float beta, float *c, int64_t ldc) {
+    if (m1 <= m0 || n1 <= n0) return;
+    a += ta ? m0 : m0 * lda;
+    b += tb ? n0 * ldb : n0;
+    c += m0 * ldc + n0;
+    float *buf = native ? get_buf() : NULL;
+    if (buf)
+        block_avx512(ta, tb, m1 - m0, n1 - n0, k, a, lda, b, ldb, beta, c, ldc, buf);
+    else
+        block_blas(ta, tb, m1 - m0, n1 - n0, k, a, lda, b, ldb, beta, c, ldc);
+}
+
+void av_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) { /* C = beta C */
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++)
+                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    int native = av_sgemm_native();
+    if (omp_in_parallel() || omp_get_max_threads() == 1 ||
+        (double)m * (double)n * (double)k < AV_GEMM_PAR_MIN) {
+        run_block(native, ta, tb, 0, m, 0, n, k, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+#pragma omp parallel
+    {
+        int64_t m0, m1, n0, n1;
+        thread_range(m, n, omp_get_thread_num(), omp_get_num_threads(), &m0, &m1, &n0, &n1);
+        run_block(native, ta, tb, m0, m1, n0, n1, k, a, lda, b, ldb, beta, c, ldc);
+    }
+}

@@ -1,0 +1,24 @@
+/* Single-precision GEMM for the model's thin shapes (batch x hidden x genes).
+ *
+ * av_sgemm: row-major C = op(A) op(B) + beta C, op(X) = X or X^T (ta, tb), alpha = 1.
+ *   op(A) is m x k (stored m x k with ta = 0, k x m with ta = 1, leading dimension lda),
+ *   op(B) is k x n (stored k x n with tb = 0, n x k with tb = 1, leading dimension ldb),
+ *   C is m x n with leading dimension ldc. beta == 0 never reads C (it may hold NaN).
+ * Called outside a parallel region it runs on the OpenMP team (omp_get_max_threads()
+ * threads, columns of C split across them, never k); inside one it runs serially on the
+ * calling thread. Each element of C is one fixed sequence of FMAs over k, so results do
+ * not depend on the number of threads. AVX-512 kernels where the CPU has them, OpenBLAS's
+ * cblas_sgemm otherwise. */
+#ifndef AV_GEMM_H
+#define AV_GEMM_H
+
+#include <stdint.h>
+
+void av_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
+
+/* 1 when av_sgemm runs its own AVX-512 kernels on this CPU, 0 when it calls cblas_sgemm.
+ * The environment variable AV_SGEMM=blas forces the cblas path (for comparisons). */
+int av_sgemm_native(void);
+
+#endif
