@@ -3,48 +3,24 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math") /* see ops.c */
 #endif
-#include <cblas.h>
-#include <omp.h>
 #include <string.h>
 
-#include "src/mathx.h"
+#include "src/gemm.h"
 #include "src/ops_impl.h"
 
-/* C = op(A) op(B) (+ beta C), row-major. OpenBLAS runs single-threaded (main.c); the
- * threads here split C into row blocks, or column blocks when C has few rows, so GEMMs
- * and the element-wise kernels share one OpenMP team instead of fighting two pools. */
+/* C = op(A) op(B) + beta C, row-major (gemm.c: AVX-512 kernels, or OpenBLAS single-
+ * threaded, on the OpenMP team that also runs the element-wise kernels). k == 0 is an
+ * empty minibatch share: C = beta C. */
 static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                   const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
     if (m == 0 || n == 0) return;
-    if (k == 0) { /* an empty minibatch share: C = beta C */
+    if (k == 0) {
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++)
                 c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
-    int split_rows = m >= n;
-#pragma omp parallel
-    {
-        int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-        int64_t len = split_rows ? m : n, lo = len * t / nt, hi = len * (t + 1) / nt;
-        if (hi > lo) {
-            const float *ap = a, *bp = b;
-            float *cp = c;
-            int64_t mm = m, nn = n;
-            if (split_rows) {
-                ap += ta ? lo : lo * lda; /* rows of op(A) */
-                cp += lo * ldc;
-                mm = hi - lo;
-            } else {
-                bp += tb ? lo * ldb : lo; /* columns of op(B) */
-                cp += lo;
-                nn = hi - lo;
-            }
-            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                        tb ? CblasTrans : CblasNoTrans, (int)mm, (int)nn, (int)k, 1.0f, ap,
-                        (int)lda, bp, (int)ldb, beta, cp, (int)ldc);
-        }
-    }
+    av_sgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
 }
 
 /* Row offsets of each input block inside the [in, out] weight. */
