@@ -12,7 +12,7 @@
  *   B=build; cc -O3 -march=x86-64-v2 -fopenmp -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror \
  *     -I. -I$(sed -n 's/^OPENBLAS_INCLUDE:PATH=//p' $B/CMakeCache.txt) \
  *     benchmarks/gemm_bench.c -o $B/gemm_bench $B/libav_core.a $B/libav_base.a -lopenblas -lm
- *   $B/gemm_bench [--cpu] [--threads 2] [--reps 30] [--calls C] [--beta 1]
+ *   $B/gemm_bench [--cpu] [--threads 2] [--reps 30] [--calls C] [--beta 1] [--shift 0]
  *                 [--m M --n N --k K --ta A --tb B]
  * Run it without nice on an otherwise idle machine and repeat it: the rates are noisy. */
 #include <cblas.h>
@@ -78,6 +78,7 @@ typedef struct {
 enum { BLAS1, AV1, BLAST, AVT, NIMPL };
 
 static float g_beta = 1.0f; /* --beta */
+static int g_shift = 0;     /* --shift: C starts this many floats past a 64-byte line */
 static void call(int impl, const Shape *s, const float *a, const float *b, float *c, int threads) {
     int64_t lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n, ldc = s->n;
     switch (impl) {
@@ -111,9 +112,9 @@ int main(int argc, char **argv) {
         }
         if (!v || (strcmp(o, "--threads") && strcmp(o, "--reps") && strcmp(o, "--calls") &&
                    strcmp(o, "--m") && strcmp(o, "--n") && strcmp(o, "--k") && strcmp(o, "--ta") &&
-                   strcmp(o, "--tb") && strcmp(o, "--beta"))) {
+                   strcmp(o, "--tb") && strcmp(o, "--beta") && strcmp(o, "--shift"))) {
             fprintf(stderr, "usage: gemm_bench [--cpu] [--threads T] [--reps R] [--calls C] "
-                            "[--beta 1] [--m M --n N --k K --ta 0|1 --tb 0|1]\n");
+                            "[--beta 1] [--shift 0] [--m M --n N --k K --ta 0|1 --tb 0|1]\n");
             return 2;
         }
         i++;
@@ -149,17 +150,21 @@ int main(int argc, char **argv) {
     if (custom.m > 0 && custom.n > 0 && custom.k > 0) list = &custom, nshape = 1;
 
     openblas_set_num_threads(1);
-    printf("av_sgemm %s; OpenBLAS on 1 thread per caller; best of %d samples; beta %g; GFLOP/s\n",
-           av_sgemm_native() ? "AVX-512 kernels" : "-> cblas_sgemm (no AVX-512)", 10 * reps,
-           g_beta);
+    printf("av_sgemm %s; OpenBLAS on 1 thread per caller; best of %d samples; beta %g; C %d floats "
+           "past a line; GFLOP/s\n",
+           av_sgemm_native() ? "AVX-512 kernels" : "-> cblas_sgemm (no AVX-512)", 10 * reps, g_beta,
+           g_shift);
     printf("%-20s %2s %2s %5s %5s %5s | %7s %7s %6s | %7s %7s %6s\n", "shape", "ta", "tb", "m", "n",
            "k", "blas1", "av1", "av/bl", "blasT", "avT", "av/bl");
     for (int s = 0; s < nshape; s++) {
         const Shape *sh = &list[s];
         size_t na = (size_t)(sh->m * sh->k), nb = (size_t)(sh->k * sh->n),
                nc = (size_t)(sh->m * sh->n);
-        float *a = malloc(na * sizeof(float)), *b = malloc(nb * sizeof(float)),
-              *c = malloc(nc * sizeof(float));
+        /* 64-byte aligned, as the graph's arena allocates activations */
+        float *a = aligned_alloc(64, (na * sizeof(float) + 63) / 64 * 64),
+              *b = aligned_alloc(64, (nb * sizeof(float) + 63) / 64 * 64),
+              *cmem = aligned_alloc(64, ((nc + 16) * sizeof(float) + 63) / 64 * 64),
+              *c = cmem + g_shift;
         srand(1);
         for (size_t i = 0; i < na; i++) a[i] = (float)rand() / RAND_MAX - 0.5f;
         for (size_t i = 0; i < nb; i++) b[i] = (float)rand() / RAND_MAX - 0.5f;
@@ -187,7 +192,7 @@ int main(int argc, char **argv) {
                sh->what, sh->ta, sh->tb, (long long)sh->m, (long long)sh->n, (long long)sh->k,
                g[BLAS1], g[AV1], g[AV1] / g[BLAS1], g[BLAST], g[AVT], g[AVT] / g[BLAST]);
         fflush(stdout);
-        free(a), free(b), free(c);
+        free(a), free(b), free(cmem);
     }
     printf("(blasT/avT: %d OpenMP threads)\n", threads);
     return 0;

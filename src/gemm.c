@@ -18,6 +18,9 @@
  *    of A is packed once into MR-interleaved micro-panels (one contiguous stream per tile);
  *    where it has few (dX: n = 128, k = 2000) the kernel broadcasts straight from A (rows of
  *    A with ta = 0, MR contiguous floats per p with ta = 1), which saves packing 1 MB of A.
+ *  - The first column panel is narrowed (17 .. 31 columns) where that puts the others on the
+ *    64-byte lines of C (rows of a multiple of 16 floats): unaligned C otherwise splits
+ *    every load and store of the tile across two lines (~10% with two threads).
  *  - Threads: the panels of 32 columns are split in contiguous ranges across the OpenMP
  *    team; where there are fewer panels than threads the rows are split in 8-row tiles.
  *    Never k. Inside a parallel region, or below AV_GEMM_PAR_MIN multiply-adds, it runs on
@@ -283,15 +286,33 @@ typedef struct {
     int64_t ic, mc, pc, kc, jc, nc;
 } Panel;
 
+/* The column panels of C: the first one `first` columns wide, the others NR. first < NR
+ * where that makes the others start on a 64-byte line of C in every row (the
+ * kernel's loads and stores of C then never split a line); which panels there are does not
+ * change what is computed for an element of C. */
+static int64_t first_panel(const float *c, int64_t ldc) {
+    int64_t off = (int64_t)((uintptr_t)c % 64);
+    if (ldc % 16 != 0 || off % 4 != 0 || off == 0) return NR;
+    return NR - off / 4; /* 17 .. 31: the second panel starts on a line */
+}
+static int64_t panel_count(int64_t n, int64_t first) {
+    return n <= first ? 1 : 1 + (n - first + NR - 1) / NR;
+}
+static int64_t panel_col(int64_t j, int64_t n, int64_t first) {
+    int64_t col = j == 0 ? 0 : first + (j - 1) * NR;
+    return col < n ? col : n;
+}
+
 /* The idx-th panel of an m x n x k block in the order they run: MC row blocks, then KC
- * blocks of k, then NR columns. 0 past the last one. */
-static int panel_at(int64_t idx, int64_t m, int64_t n, int64_t k, int64_t kb, Panel *q) {
-    int64_t nj = (n + NR - 1) / NR, np = (k + kb - 1) / kb, ni = (m + MC - 1) / MC;
+ * blocks of k, then column panels. 0 past the last one. */
+static int panel_at(int64_t idx, int64_t m, int64_t n, int64_t k, int64_t kb, int64_t first,
+                    Panel *q) {
+    int64_t nj = panel_count(n, first), np = (k + kb - 1) / kb, ni = (m + MC - 1) / MC;
     if (idx >= nj * np * ni) return 0;
-    q->jc = idx % nj * NR;
+    q->jc = panel_col(idx % nj, n, first);
+    q->nc = panel_col(idx % nj + 1, n, first) - q->jc;
     q->pc = idx / nj % np * kb;
     q->ic = idx / (nj * np) * MC;
-    q->nc = n - q->jc < NR ? n - q->jc : NR;
     q->kc = k - q->pc < kb ? k - q->pc : kb;
     q->mc = m - q->ic < MC ? m - q->ic : MC;
     return 1;
@@ -321,12 +342,13 @@ static AV_AVX512 void block_avx512(int ta, int tb, int64_t m, int64_t n, int64_t
                                    int64_t ldc, float *buf) {
     float *bbuf[2] = {buf, buf + KC * NR}, *abuf = buf + BUF_B;
     int64_t kb = depth_block(k);
-    int pack_a = (n + NR - 1) / NR >= AV_GEMM_PACK_A_PANELS;
+    int64_t first = first_panel(c, ldc);
+    int pack_a = panel_count(n, first) >= AV_GEMM_PACK_A_PANELS;
     Panel cur, nxt;
-    if (!panel_at(0, m, n, k, kb, &cur)) return;
+    if (!panel_at(0, m, n, k, kb, first, &cur)) return;
     pack_slice(tb, &cur, b, ldb, 0, cur.kc, bbuf[0]);
     for (int64_t idx = 0;; idx++) {
-        int hn = panel_at(idx + 1, m, n, k, kb, &nxt);
+        int hn = panel_at(idx + 1, m, n, k, kb, first, &nxt);
         const float *bp = bbuf[idx & 1];
         float *bn = bbuf[(idx + 1) & 1];
         int64_t ntile = (cur.mc + MR - 1) / MR, sn = hn ? slice_rows(nxt.kc, ntile) : 0;
@@ -380,14 +402,13 @@ int av_sgemm_native(void) {
 
 /* Rows [*m0, *m1) and columns [*n0, *n1) of C for thread t of nt: contiguous ranges of NR
  * column panels, or of MR row tiles where there are fewer panels than threads. */
-static void thread_range(int64_t m, int64_t n, int t, int nt, int64_t *m0, int64_t *m1, int64_t *n0,
-                         int64_t *n1) {
-    int64_t np = (n + NR - 1) / NR, mt = (m + MR - 1) / MR;
+static void thread_range(int64_t m, int64_t n, const float *c, int64_t ldc, int t, int nt,
+                         int64_t *m0, int64_t *m1, int64_t *n0, int64_t *n1) {
+    int64_t first = first_panel(c, ldc), np = panel_count(n, first), mt = (m + MR - 1) / MR;
     *m0 = 0, *m1 = m, *n0 = 0, *n1 = n;
     if (np >= nt || np >= mt) {
-        int64_t lo = np * t / nt, hi = np * (t + 1) / nt;
-        *n0 = lo * NR < n ? lo * NR : n;
-        *n1 = hi * NR < n ? hi * NR : n;
+        *n0 = panel_col(np * t / nt, n, first);
+        *n1 = panel_col(np * (t + 1) / nt, n, first);
     } else {
         int64_t lo = mt * t / nt, hi = mt * (t + 1) / nt;
         *m0 = lo * MR < m ? lo * MR : m;
@@ -427,7 +448,7 @@ void av_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, i
 #pragma omp parallel
     {
         int64_t m0, m1, n0, n1;
-        thread_range(m, n, omp_get_thread_num(), omp_get_num_threads(), &m0, &m1, &n0, &n1);
+        thread_range(m, n, c, ldc, omp_get_thread_num(), omp_get_num_threads(), &m0, &m1, &n0, &n1);
         run_block(native, ta, tb, m0, m1, n0, n1, k, a, lda, b, ldb, beta, c, ldc);
     }
 }

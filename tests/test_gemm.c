@@ -1,11 +1,11 @@
 /* av_sgemm (src/gemm.c) against a double-precision reference: all four (ta, tb), beta 0
  * (C filled with NaN first: it must not be read), 1 and 0.5, odd sizes and depths, leading
  * dimensions wider than the rows (the padding holds NaN: it must not be read, and C's must
- * not be written), 1 and 2 OpenMP threads, and calls from inside a parallel region. The
- * error of each element is measured against sum_p |a_ip b_pj| + |beta c_ij| (the scale of
- * its round-off) and must stay within a few float ulps times sqrt(k); with the AVX-512 kernels
- * the results of 1 and 2 threads must be identical bit for bit. Also reports cblas_sgemm's error on
- * the same scale for comparison. */
+ * not be written), C at every offset from a cache line, 1 and 2 OpenMP threads, and calls from
+ * inside a parallel region. The error of each element is measured against sum_p |a_ip b_pj| + |beta
+ * c_ij| (the scale of its round-off) and must stay within a few float ulps times sqrt(k); with the
+ * AVX-512 kernels the results of 1 and 2 threads must be identical bit for bit. Also reports
+ * cblas_sgemm's error on the same scale for comparison. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -16,6 +16,7 @@
 #include "src/gemm.h"
 
 static int failures = 0, checks = 0, native;
+static int c_shift = 0;                  /* floats from a 64-byte boundary to C */
 static double worst = 0, worst_blas = 0; /* max error / (eps * sqrt(k) * scale) */
 static const double TOL = 4.0;           /* in units of eps * sqrt(k) */
 
@@ -64,10 +65,13 @@ static void free_case(Case *cs) {
     free(cs->a), free(cs->b), free(cs->c0), free(cs->ref), free(cs->scale);
 }
 
-/* Runs av_sgemm on a fresh C (NaN for beta = 0) and checks it; returns C (caller frees). */
+/* Runs av_sgemm on a fresh C (NaN for beta = 0) and checks it; returns a copy of C (the
+ * caller frees it). */
 static float *run_check(const Case *cs, float beta, const char *how, int use_blas) {
     int64_t m = cs->m, n = cs->n, ldc = cs->ldc;
-    float *c = malloc(sizeof(float) * (size_t)(m * ldc));
+    /* C starts c_shift floats past a 64-byte line (the kernels align their panels to C) */
+    float *mem = aligned_alloc(64, (sizeof(float) * (size_t)(m * ldc + c_shift) + 63) / 64 * 64);
+    float *c = mem + c_shift;
     for (int64_t i = 0; i < m * ldc; i++) c[i] = beta == 0.0f && i % ldc < n ? NAN : cs->c0[i];
     if (use_blas)
         cblas_sgemm(CblasRowMajor, cs->ta ? CblasTrans : CblasNoTrans,
@@ -108,7 +112,8 @@ static float *run_check(const Case *cs, float beta, const char *how, int use_bla
     } else if (err_max > worst) {
         worst = err_max;
     }
-    return c;
+    memmove(mem, c, sizeof(float) * (size_t)(m * ldc));
+    return mem;
 }
 
 /* One case: every beta, 1 and 2 threads, bitwise equal across thread counts. */
@@ -201,6 +206,13 @@ int main(void) {
             check_case(ta, tb, 128, 128, 14, 0);
             check_case(ta, tb, 14, 128, 128, 1);
         }
+    /* C at every alignment to a cache line, rows a multiple of 16 floats wide */
+    for (c_shift = 1; c_shift < 16; c_shift += c_shift < 4 ? 1 : 5) {
+        check_case(c_shift % 2, c_shift / 2 % 2, 40, 400, 33, 0);
+        check_case(0, 0, 24, 2000, 20, 0);
+        check_case(1, 1, 17, 64, 9, 0);
+    }
+    c_shift = 0;
     /* every depth from 1 to 2001 on a small odd shape */
     for (int64_t k = 1; k <= 2001; k += k < 300 ? 1 : 37)
         check_case((int)(k % 2), (int)(k / 2 % 2), 9, 33, k, (int)(k % 3 == 0));
