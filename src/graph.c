@@ -41,7 +41,8 @@ void *av_arena_alloc(AvGraph *g, size_t bytes) {
         /* a fixed table of blocks keeps pointers stable; 64 blocks is far beyond scVI */
         if (g->n_blocks == 64) abort();
         /* an oversized request gets a block of its own, used whole */
-        g->blocks[g->n_blocks++] = av_calloc(1, bytes > g->block_size ? bytes : g->block_size);
+        g->blocks[g->n_blocks++] =
+            av_calloc_aligned(1, bytes > g->block_size ? bytes : g->block_size);
         g->block_used = 0;
     }
     void *p = g->blocks[g->n_blocks - 1] + g->block_used;
@@ -60,6 +61,12 @@ static AvTensor *new_tensor(AvGraph *g, int64_t rows, int64_t cols, int batch, c
     return t;
 }
 
+/* Parameters start on a cache line (16 floats) in the 64-byte aligned slab, so that
+ * vector loads of a weight row never straddle two lines. */
+static int64_t pad16(int64_t n) {
+    return (n + 15) & ~(int64_t)15;
+}
+
 AvTensor *av_param(AvGraph *g, const char *name, int64_t rows, int64_t cols) {
     if (g->n_params == g->cap_params) {
         g->cap_params = g->cap_params ? 2 * g->cap_params : 32;
@@ -67,14 +74,14 @@ AvTensor *av_param(AvGraph *g, const char *name, int64_t rows, int64_t cols) {
     }
     AvTensor *t = new_tensor(g, rows, cols, 0, name);
     t->offset = g->param_size;
-    g->param_size += rows * cols;
+    g->param_size += pad16(rows * cols);
     g->params[g->n_params++] = t;
     return t;
 }
 
 void av_graph_alloc_params(AvGraph *g) {
-    g->param_v = av_calloc((size_t)g->param_size, sizeof(float));
-    g->param_g = av_calloc((size_t)g->param_size, sizeof(float));
+    g->param_v = av_calloc_aligned((size_t)g->param_size, sizeof(float));
+    g->param_g = av_calloc_aligned((size_t)g->param_size, sizeof(float));
     for (int i = 0; i < g->n_params; i++) {
         g->params[i]->v = g->param_v + g->params[i]->offset;
         g->params[i]->g = g->param_g + g->params[i]->offset;
@@ -82,8 +89,8 @@ void av_graph_alloc_params(AvGraph *g) {
 }
 
 void av_graph_pack_params(AvGraph *g) {
-    float *v = av_calloc((size_t)g->param_size, sizeof(float));
-    float *gr = av_calloc((size_t)g->param_size, sizeof(float));
+    float *v = av_calloc_aligned((size_t)g->param_size, sizeof(float));
+    float *gr = av_calloc_aligned((size_t)g->param_size, sizeof(float));
     int64_t off = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < g->n_params; i++) {
@@ -94,7 +101,7 @@ void av_graph_pack_params(AvGraph *g) {
             t->offset = off;
             t->v = v + off;
             t->g = gr + off;
-            off += n;
+            off += pad16(n);
         }
         if (pass == 0) g->used_size = off;
     }

@@ -63,8 +63,8 @@ void av_opt_state_init(AvOptState *s, const AvScvi *m, const AvTrainOptions *o) 
     s->adam.weight_decay = o->weight_decay;
     s->adam.eps = o->eps;
     s->lr = o->lr;
-    s->m = av_calloc((size_t)m->g.param_size, sizeof(float));
-    s->v = av_calloc((size_t)m->g.param_size, sizeof(float));
+    s->m = av_calloc_aligned((size_t)m->g.param_size, sizeof(float));
+    s->v = av_calloc_aligned((size_t)m->g.param_size, sizeof(float));
     s->best_val = INFINITY;
 }
 

@@ -30,6 +30,12 @@ void *av_malloc(size_t bytes) {
 void *av_calloc(size_t n, size_t size) {
     return check(calloc(n ? n : 1, size ? size : 1), n * size);
 }
+void *av_calloc_aligned(size_t n, size_t size) {
+    size_t bytes = n * size, padded = (bytes + 63) & ~(size_t)63;
+    void *p = check(aligned_alloc(64, padded ? padded : 64), bytes);
+    memset(p, 0, padded ? padded : 64);
+    return p;
+}
 void *av_realloc(void *p, size_t bytes) {
     return check(realloc(p, bytes ? bytes : 1), bytes);
 }
