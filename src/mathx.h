@@ -69,11 +69,18 @@ AV_HD void av_lgamma_digamma(float xf, float *lg, float *dg) {
  * (theta + x - 1): the first is log p, the second p' / p, both carried in double (one log,
  * one division, no series); other x, and thetas large enough to overflow p, fall back to
  * the series with lg_t = lgamma(theta), dg_t = digamma(theta). More accurate than the
- * difference of two float lgammas, and about ten times cheaper for the usual small counts. */
+ * difference of two float lgammas, and about ten times cheaper for the usual small counts.
+ * av_rising_count(x, theta) says which: x as a whole number 1..16 when the rising factorial
+ * applies, else 0. */
+AV_HD int av_rising_count(float x, float theta) {
+    int k = (int)x;
+    return (float)k == x && k >= 1 && k <= 16 && theta < 1e15f ? k : 0;
+}
+
 AV_HD void av_lgamma_digamma_diff(float x, float theta, float lg_t, float dg_t, float *dlg,
                                   float *ddg) {
-    int k = (int)x;
-    if ((float)k == x && k >= 1 && k <= 16 && theta < 1e15f) {
+    int k = av_rising_count(x, theta);
+    if (k) {
         double t = theta, p = t, dp = 1.0;
         for (int q = 1; q < k; q++) {
             double u = t + q;
@@ -109,9 +116,10 @@ AV_HD float av_lgamma_count(float x) {
 
 /* Branch-free float exp and log (Cephes-style range reduction and minimax polynomials,
  * about 1 ulp on the ranges used here) so that the per-element likelihood loops
- * vectorize; libm's calls do not. */
-AV_HD float av_expf(float x) {
-    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x); /* ternaries: vectorize, fminf may not */
+ * vectorize; libm's calls do not. av_expf_nohi: exp for x <= 88.3 (only the lower clamp;
+ * the exp(-|x|) of softplus and sigmoid). */
+AV_HD float av_expf_nohi(float x) {
+    x = x < -87.3f ? -87.3f : x; /* ternaries: vectorize, fminf may not */
     /* n = nearest integer to x / ln 2 by the 1.5 * 2^23 shift: floorf would keep the
      * loop scalar (it may raise "inexact" under the default -ftrapping-math) */
     float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -128,6 +136,10 @@ AV_HD float av_expf(float x) {
         int32_t i;
     } u = {.i = ((int32_t)n + 127) << 23};
     return p * u.f;
+}
+
+AV_HD float av_expf(float x) {
+    return av_expf_nohi(x > 88.3f ? 88.3f : x);
 }
 
 /* natural log for x > 0 (finite, normal) */
@@ -169,6 +181,33 @@ AV_HD float av_log1pf_unit(float e) {
     return d == 0.0f ? e : t;
 }
 
+/* log of a positive normal double in double precision (fdlibm's e_log.c reduction and
+ * polynomial, within an ulp), branch-free so that loops over it vectorize (libm's log does
+ * not): exponent and mantissa from the bits (no int64 to double conversion, so AVX2
+ * vectorizes it too), the mantissa in [sqrt(2)/2, sqrt(2)). For the logs of products
+ * carried in double (rising factorials, lgamma shifts) without scalar libm calls. */
+AV_HD double av_log_d(double x) {
+    union {
+        double d;
+        uint64_t i;
+    } u = {.d = x}, v;
+    v.i = (u.i >> 52) | 0x4330000000000000ULL; /* 2^52 + biased exponent */
+    double e = v.d - (4503599627370496.0 + 1023.0);
+    u.i = (u.i & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL; /* mantissa in [1, 2) */
+    double m = u.d, mh = 0.5 * m, e1 = e + 1.0;
+    int big = m > 1.41421356237309504880;
+    m = big ? mh : m, e = big ? e1 : e;
+    double f = m - 1.0, s = f / (2.0 + f), z = s * s, w = z * z;
+    double t1 = w * (3.999999999940941908e-01 +
+                     w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+    double t2 = z * (6.666666666666735130e-01 +
+                     w * (2.857142874366239149e-01 +
+                          w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    double r = t2 + t1, hfsq = 0.5 * f * f;
+    return e * 6.93147180369123816490e-01 -
+           ((hfsq - (s * (hfsq + r) + e * 1.90821492927058770002e-10)) - f);
+}
+
 /* softplus(x) = log(1 + exp(x)) and sigmoid(x) from one exp, stably */
 AV_HD float av_softplus_sigmoid(float x, float *sig) {
     float e = av_expf(-fabsf(x)), inv = 1.0f / (1.0f + e), einv = e * inv;
@@ -192,13 +231,47 @@ AV_HD AvLL av_nb_zero(float mu, float theta, float l_t, float inv_te) {
     return r;
 }
 
+/* log(u1 / u2) = 2 atanh(s) for s = (u1 - u2) / (u1 + u2) in [-1/3, 1/3] (u1, u2 in
+ * [1, 2]): 2 s (1 + s^2 P(s^2)) with a least-squares P of degree 4, within an ulp (the
+ * float evaluation's worst relative error is 6e-8 over the range), and relatively exact
+ * for tiny s. No exponent handling and no division: cheaper than a log. */
+AV_HD float av_log_ratio_atanh(float s) {
+    float t = s * s, p = 1.1619525266e-1f;
+    p = p * t + 1.0851657505e-1f;
+    p = p * t + 1.4296291707e-1f;
+    p = p * t + 1.9999850678e-1f;
+    p = p * t + 3.3333333669e-1f;
+    float s2 = s + s;
+    return s2 + s2 * (t * p);
+}
+
+/* The zero-count ZINB terms from nb = log NB(0; mu, theta) and the logit pi, as scvi-tools
+ * writes them: returns softplus(nb - pi) - softplus(-pi); *s_a = sigmoid(nb - pi)
+ * (d / d nb; d / d pi is s_n - s_a), *s_n = sigmoid(-pi). Two exps, one division, no log:
+ * with e1 = exp(-|nb - pi|) and e2 = exp(-|pi|), both in (0, 1], softplus(x) =
+ * max(x, 0) + log1p(e), and the two log1p terms are one, log1p(e1) - log1p(e2) =
+ * log((1 + e1) / (1 + e2)) = 2 atanh(s) with s = (e1 - e2) / (2 + e1 + e2) in [-1/3, 1/3];
+ * the two sigmoids 1 / (1 + e) and s share one reciprocal. Stable for any nb and pi
+ * (|pi| up to 100, nb down to -1e4 and beyond: e1, e2 only go to 0). With nb far below
+ * -pi (-1e30) it returns -softplus(-pi), the positive counts' term. */
+AV_HD float av_zinb_zero_terms(float nb, float pi, float *s_a, float *s_n) {
+    float x1 = nb - pi, x2 = -pi;
+    float e1 = av_expf_nohi(-fabsf(x1)), e2 = av_expf_nohi(-fabsf(x2));
+    float u1 = 1.0f + e1, u2 = 1.0f + e2, w = u1 + u2, u12 = u1 * u2;
+    float q = 1.0f / (u12 * w), qw = q * w; /* 1 / ((1 + e1)(1 + e2)(2 + e1 + e2)) */
+    float i1 = qw * u2, i2 = qw * u1, ei1 = e1 * i1, ei2 = e2 * i2;
+    *s_a = x1 >= 0.0f ? i1 : ei1;
+    *s_n = x2 >= 0.0f ? i2 : ei2;
+    float m1 = x1 > 0.0f ? x1 : 0.0f, m2 = x2 > 0.0f ? x2 : 0.0f;
+    return (m1 - m2) + av_log_ratio_atanh((e1 - e2) * (q * u12));
+}
+
 /* zero count: softplus(a) - softplus(-pi) with a = log NB(0) - pi */
 AV_HD AvLL av_zinb_zero(float mu, float theta, float l_t, float inv_te, float pi) {
     AvLL nb = av_nb_zero(mu, theta, l_t, inv_te);
     float s_a, s_npi;
-    float sp_a = av_softplus_sigmoid(nb.ll - pi, &s_a);
-    float sp_npi = av_softplus_sigmoid(-pi, &s_npi);
-    AvLL r = {sp_a - sp_npi, s_a * nb.d_mu, s_a * nb.d_theta, s_npi - s_a};
+    float ll = av_zinb_zero_terms(nb.ll, pi, &s_a, &s_npi);
+    AvLL r = {ll, s_a * nb.d_mu, s_a * nb.d_theta, s_npi - s_a};
     return r;
 }
 
