@@ -518,6 +518,8 @@ int av_node_assigns(const AvNode *nd, int s) {
     case AV_OP_REPARAM:
     case AV_OP_KL_NORMAL: /* mean and variance; no gradient for the prior */
         return s < 2;
+    case AV_OP_COUNT_NLL: /* rho, log library, pi: per-cell rows written whole */
+        return s != 2;
     case AV_OP_LAYERNORM:
     case AV_OP_RELU:
     case AV_OP_DROPOUT:
