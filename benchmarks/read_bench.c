@@ -41,8 +41,8 @@ static int evict(const char *path) {
 }
 
 /* stored (allocated) and logical bytes of one dataset; 0 when it is absent */
-static void dset_bytes(hid_t f, const char *name, double *stored, double *logical,
-                       char *dtype, size_t dtype_len) {
+static void dset_bytes(hid_t f, const char *name, double *stored, double *logical, char *dtype,
+                       size_t dtype_len) {
     *stored = *logical = 0;
     if (H5Lexists(f, name, H5P_DEFAULT) <= 0) return;
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
@@ -58,8 +58,8 @@ static void dset_bytes(hid_t f, const char *name, double *stored, double *logica
             unsigned flags = 0, cd[8];
             size_t ncd = 8;
             char nm[64] = "";
-            H5Z_filter_t id = H5Pget_filter2(pl, (unsigned)i, &flags, &ncd, cd, sizeof nm, nm,
-                                             NULL);
+            H5Z_filter_t id =
+                H5Pget_filter2(pl, (unsigned)i, &flags, &ncd, cd, sizeof nm, nm, NULL);
             size_t l = strlen(dtype);
             snprintf(dtype + l, dtype_len - l, "%s%s", l ? "+" : "",
                      id == H5Z_FILTER_DEFLATE   ? "gzip"

@@ -238,7 +238,8 @@ int main(int argc, char **argv) {
     /* the machine's best float32 GEMM rate: one square sgemm with OpenBLAS's own threads
      * (as many as the step uses), best of a few calls */
     int PN = 1024;
-    float *pa = malloc(sizeof(float) * (size_t)PN * PN), *pb = malloc(sizeof(float) * (size_t)PN * PN);
+    float *pa = malloc(sizeof(float) * (size_t)PN * PN),
+          *pb = malloc(sizeof(float) * (size_t)PN * PN);
     float *pc = malloc(sizeof(float) * (size_t)PN * PN);
     for (int64_t i = 0; i < (int64_t)PN * PN; i++) {
         pa[i] = (float)(i % 7) * 0.1f;
@@ -316,8 +317,8 @@ int main(int argc, char **argv) {
             "%.0f, \"floor_ms\": %.4f, \"floor_cells_per_s\": %.1f, \"gemm_peak_n\": %d, "
             "\"gemm_peak_gflops\": %.2f, \"floor_peak_ms\": %.4f, \"floor_peak_cells_per_s\": "
             "%.1f}\n",
-            gflops, f_dense, f_sparse, floor_ms, B / floor_ms * 1e3, PN, peak_gflops,
-            floor_peak_ms, B / floor_peak_ms * 1e3);
+            gflops, f_dense, f_sparse, floor_ms, B / floor_ms * 1e3, PN, peak_gflops, floor_peak_ms,
+            B / floor_peak_ms * 1e3);
     }
     av_scvi_free(&model);
     av_sim_free(sim);
