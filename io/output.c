@@ -20,8 +20,10 @@ struct AvWriter {
 
 struct AvCsrWriter {
     char *path, *tmp;
-    hid_t f, x, data, indices, indptr;
+    hid_t f, x, data, indices;
     int64_t n_vars, n_rows, nnz;
+    int gzip;
+    int64_t *indptr, indptr_cap; /* kept in memory: its width is known only at the end */
 };
 
 static char *tmp_name(const char *path) {
@@ -449,14 +451,14 @@ static int append(hid_t d, hid_t mem_type, const void *buf, int64_t have, int64_
 static void csr_close(AvCsrWriter *w) {
     if (w->data >= 0) H5Dclose(w->data);
     if (w->indices >= 0) H5Dclose(w->indices);
-    if (w->indptr >= 0) H5Dclose(w->indptr);
     if (w->x >= 0) H5Gclose(w->x);
-    w->data = w->indices = w->indptr = w->x = -1;
+    w->data = w->indices = w->x = -1;
 }
 
 static void csr_free(AvCsrWriter *w) {
     free(w->path);
     free(w->tmp);
+    free(w->indptr);
     free(w);
 }
 
@@ -478,7 +480,10 @@ AvCsrWriter *av_csr_writer_create_opts(const char *path, int64_t n_vars, char **
     w->path = av_strdup(path);
     w->tmp = tmp_name(path);
     w->n_vars = n_vars;
-    w->x = w->data = w->indices = w->indptr = -1;
+    w->x = w->data = w->indices = -1;
+    w->indptr_cap = 1 << 16;
+    w->indptr = av_malloc((size_t)w->indptr_cap * sizeof *w->indptr);
+    w->indptr[0] = 0;
     w->f = create_file(path, w->tmp, err);
     if (w->f < 0) {
         csr_free(w);
@@ -489,11 +494,8 @@ AvCsrWriter *av_csr_writer_create_opts(const char *path, int64_t n_vars, char **
     if (w->x < 0 || out_encoding(w->x, "csr_matrix", "0.1.0")) goto fail_x;
     w->data = extendible(w->x, "data", H5T_IEEE_F32LE, 1 << 18, gzip_level);
     w->indices = extendible(w->x, "indices", H5T_STD_I32LE, 1 << 18, gzip_level);
-    w->indptr = extendible(w->x, "indptr", H5T_STD_I64LE, 1 << 16, gzip_level);
-    int64_t zero = 0;
-    if (w->data < 0 || w->indices < 0 || w->indptr < 0 ||
-        append(w->indptr, H5T_NATIVE_INT64, &zero, 0, 1))
-        goto fail_x;
+    w->gzip = gzip_level;
+    if (w->data < 0 || w->indices < 0) goto fail_x;
     return w;
 fail_x:
     av_err(err, "%s: cannot create /X", path);
@@ -524,23 +526,38 @@ int av_csr_writer_append(AvCsrWriter *w, const AvCsr *rows, char *err) {
                               w->path, rows->indices[j], (long long)r);
     }
     int64_t nnz = rows->indptr[rows->n_rows];
-    int64_t *ptr = av_malloc((size_t)rows->n_rows * sizeof *ptr);
-    for (int64_t r = 0; r < rows->n_rows; r++) ptr[r] = rows->indptr[r + 1] + w->nnz;
-    int rc = append(w->data, H5T_NATIVE_FLOAT, rows->data, w->nnz, nnz) ||
-             append(w->indices, H5T_NATIVE_INT32, rows->indices, w->nnz, nnz) ||
-             append(w->indptr, H5T_NATIVE_INT64, ptr, w->n_rows + 1, rows->n_rows);
-    free(ptr);
-    if (rc) return av_err(err, "%s: writing rows failed (disk full?)", w->path);
+    if (append(w->data, H5T_NATIVE_FLOAT, rows->data, w->nnz, nnz) ||
+        append(w->indices, H5T_NATIVE_INT32, rows->indices, w->nnz, nnz))
+        return av_err(err, "%s: writing rows failed (disk full?)", w->path);
+    if (w->n_rows + rows->n_rows + 1 > w->indptr_cap) {
+        while (w->n_rows + rows->n_rows + 1 > w->indptr_cap) w->indptr_cap *= 2;
+        w->indptr = av_realloc(w->indptr, (size_t)w->indptr_cap * sizeof *w->indptr);
+    }
+    for (int64_t r = 0; r < rows->n_rows; r++)
+        w->indptr[w->n_rows + 1 + r] = rows->indptr[r + 1] + w->nnz;
     w->nnz += nnz;
     w->n_rows += rows->n_rows;
     return 0;
+}
+
+/* indptr as scipy would hold it: int32 while the non-zeros fit, as the int32 indices do.
+ * A mixed pair (int64 indptr, int32 indices) is valid h5ad, but scipy then casts the whole
+ * indices array to int64 on every row selection, which makes Python loaders that index
+ * minibatches (scvi-tools' AnnDataLoader) O(nnz) per minibatch. */
+static int write_indptr(AvCsrWriter *w) {
+    hid_t ft = w->nnz <= INT32_MAX ? H5T_STD_I32LE : H5T_STD_I64LE;
+    hid_t d = extendible(w->x, "indptr", ft, 1 << 16, w->gzip);
+    if (d < 0) return -1;
+    int rc = append(d, H5T_NATIVE_INT64, w->indptr, 0, w->n_rows + 1);
+    return H5Dclose(d) < 0 || rc ? -1 : 0;
 }
 
 int av_csr_writer_finish(AvCsrWriter *w, char **obs_names, const AvColumn *cols, int n_cols,
                          char *err) {
     int64_t shape[2] = {w->n_rows, w->n_vars};
     int rc = 0;
-    if (out_attr_i64s(w->x, "shape", shape, 2))
+    if (write_indptr(w)) rc = av_err(err, "%s: cannot write /X/indptr (disk full?)", w->path);
+    if (!rc && out_attr_i64s(w->x, "shape", shape, 2))
         rc = av_err(err, "%s: cannot write /X shape", w->path);
     if (!rc)
         rc =
