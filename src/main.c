@@ -1,5 +1,6 @@
 /* atlasvi: scvi-tools models at atlas scale. One binary, one process or many MPI ranks. */
 #include <cblas.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,19 +48,48 @@ const char *av_opt(int argc, char **argv, int *i, const char *name, int *missing
     return argv[++*i];
 }
 
-/* Idle OpenMP threads spin by default, taking the cores that OpenBLAS and other ranks
- * need (15x slower steps were measured on a loaded 2-core machine). libgomp reads its
- * settings when it is loaded, so the process re-executes itself once with a passive
- * wait policy unless the user chose one. This happens before MPI starts. */
-static void prefer_passive_openmp(char **argv) {
+/* The threads one rank will run: --threads, else OMP_NUM_THREADS, else all its CPUs. */
+static long planned_threads(int argc, char **argv, long cpus) {
+    const char *v = getenv("OMP_NUM_THREADS");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) v = argv[i + 1];
+        if (!strncmp(argv[i], "--threads=", 10)) v = argv[i] + 10;
+    }
+    long t = v ? strtol(v, NULL, 10) : 0;
+    return t > 0 ? t : cpus;
+}
+
+/* Whether this rank's threads have cores of their own: its CPU set (shared by the ranks
+ * of this node when they are not bound, as Open MPI and MPICH report them) holds them. */
+static int threads_fit_cores(int argc, char **argv) {
+    cpu_set_t set;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN), mine = cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) mine = CPU_COUNT(&set);
+    const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!lr) lr = getenv("MPI_LOCALNRANKS");
+    long local = lr ? strtol(lr, NULL, 10) : 1;
+    if (mine >= cpus && local > 1) mine = cpus / local; /* unbound: the node's cores shared */
+    return planned_threads(argc, argv, mine) <= mine;
+}
+
+/* libgomp's idle threads spin by default for a long time (300k pause loops), taking the
+ * cores that other ranks and jobs need (15x slower steps were measured on a loaded
+ * 2-core machine, 4x with 2 ranks x 2 threads on 2 cores). Purely passive threads sleep
+ * between the ~40 short parallel regions of a step, and waking them costs ~10% of a
+ * 2-thread step. So: passive, plus a short spin (GOMP_SPINCOUNT 30000, ~0.6 ms of pause
+ * loops here) that covers the gaps inside a step where the threads have cores of their
+ * own. libgomp reads its settings when it is loaded, so the process re-executes itself
+ * once, unless the user chose a policy. This happens before MPI starts. */
+static void prefer_passive_openmp(int argc, char **argv) {
     if (getenv("OMP_WAIT_POLICY")) return;
     setenv("OMP_WAIT_POLICY", "passive", 1);
+    setenv("GOMP_SPINCOUNT", threads_fit_cores(argc, argv) ? "30000" : "0", 0);
     execv("/proc/self/exe", argv);
     /* if exec fails we simply run with the default policy */
 }
 
 int main(int argc, char **argv) {
-    prefer_passive_openmp(argv);
+    prefer_passive_openmp(argc, argv);
     openblas_set_num_threads(1); /* ops.c splits GEMMs over the OpenMP threads itself */
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
