@@ -408,13 +408,26 @@ static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
         }                                                                                          \
     } while (0)
 
+/* ReLU's gradient as a select, so that it vectorizes (a branch per element kept it scalar:
+ * ~8 ns per element). */
+AV_CLONES static void relu_backward(const float *restrict x, const float *restrict gy,
+                                    float *restrict gx, int64_t count, int assign) {
+    if (assign) {
+#pragma omp simd
+        for (int64_t k = 0; k < count; k++) gx[k] = x[k] > 0.0f ? gy[k] : 0.0f;
+    } else {
+#pragma omp simd
+        for (int64_t k = 0; k < count; k++) gx[k] += x[k] > 0.0f ? gy[k] : 0.0f;
+    }
+}
+
 static void node_backward_elementwise(AvGraph *g, AvNode *nd) {
     AvTensor *x = nd->in[0], *y = nd->out;
     int64_t n = g->n, c = y->cols;
     int a0 = av_assigns(nd, 0);
     switch (nd->kind) {
     case AV_OP_RELU:
-        if (x->g) GRAD_LOOP(a0, x->g, n * c, x->v[k] > 0 ? y->g[k] : 0);
+        if (x->g) relu_backward(x->v, y->g, x->g, n * c, a0);
         break;
     case AV_OP_EXP_EPS:
         if (x->g) GRAD_LOOP(a0, x->g, n * c, y->g[k] * (y->v[k] - nd->f0));

@@ -3,10 +3,49 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math") /* see ops.c */
 #endif
+#include <omp.h>
 #include <string.h>
 
 #include "src/gemm.h"
+#include "src/mathx.h"
 #include "src/ops_impl.h"
+
+/* Element-wise passes over [n, out] outputs are split over the team from this size on
+ * (the decoder heads' 128 x 2000); below it one thread is faster than waking the team. */
+#define LINEAR_PAR_MIN (1 << 15)
+
+/* y rows = bias (or zero) before the GEMMs accumulate into them. */
+static void bias_rows(float *y, const float *bias, int64_t n, int64_t out) {
+#pragma omp parallel for schedule(static) if (n * out >= LINEAR_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        if (bias)
+            memcpy(y + i * out, bias, sizeof(float) * (size_t)out);
+        else
+            memset(y + i * out, 0, sizeof(float) * (size_t)out);
+    }
+}
+
+/* gb (=, or += when accumulating) column sums of gy [n, out]: each thread owns a range of
+ * columns, so the sums do not depend on the thread count. */
+AV_CLONES static void bias_grad_cols(const float *restrict gy, float *restrict gb, int64_t n,
+                                     int64_t out, int64_t o0, int64_t o1, int assign) {
+    if (assign)
+        for (int64_t o = o0; o < o1; o++) gb[o] = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float *r = gy + i * out;
+#pragma omp simd
+        for (int64_t o = o0; o < o1; o++) gb[o] += r[o];
+    }
+}
+
+static void bias_grad(const float *gy, float *gb, int64_t n, int64_t out, int assign) {
+#pragma omp parallel if (n * out >= LINEAR_PAR_MIN)
+    {
+        int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int64_t o0 = out * t / nt / 16 * 16, o1 = t + 1 == nt ? out : out * (t + 1) / nt / 16 * 16;
+        bias_grad_cols(gy, gb, n, out, o0, o1, assign);
+    }
+}
 
 /* C = op(A) op(B) + beta C, row-major (gemm.c: AVX-512 kernels, or OpenBLAS single-
  * threaded, on the OpenMP team that also runs the element-wise kernels). k == 0 is an
@@ -36,12 +75,7 @@ void av_linear_forward(AvGraph *g, AvNode *nd) {
     const AvBatch *bt = g->batch;
     AvTensor *wt = nd->in[2], *b = nd->in[3], *y = nd->out;
     int64_t n = g->n, out = wt->cols, row = linear_sparse_rows(nd);
-    for (int64_t i = 0; i < n; i++) {
-        if (b)
-            memcpy(y->v + i * out, b->v, sizeof(float) * (size_t)out);
-        else
-            memset(y->v + i * out, 0, sizeof(float) * (size_t)out);
-    }
+    bias_rows(y->v, b ? b->v : NULL, n, out);
     if (nd->sparse_in) av_sparse_linear_forward(nd->sparse_in, bt, n, wt->v, out, y->v);
     for (int s = 0; s < 2; s++) {
         AvTensor *x = nd->in[s];
@@ -65,11 +99,7 @@ void av_linear_backward(AvGraph *g, AvNode *nd) {
     AvTensor *wt = nd->in[2], *b = nd->in[3], *y = nd->out;
     int64_t n = g->n, out = wt->cols, row = linear_sparse_rows(nd);
     const float *gy = y->g;
-    if (b) {
-        if (av_assigns(nd, 3)) memset(b->g, 0, sizeof(float) * (size_t)out);
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t o = 0; o < out; o++) b->g[o] += gy[i * out + o];
-    }
+    if (b) bias_grad(gy, b->g, n, out, av_assigns(nd, 3));
     if (nd->sparse_in) av_sparse_linear_backward(nd->sparse_in, bt, n, gy, wt->g, out);
     for (int s = 0; s < 2; s++) {
         AvTensor *x = nd->in[s];
