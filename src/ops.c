@@ -185,19 +185,40 @@ void av_lgamma_table_init(void) {
     for (int k = 0; k < AV_LGF_TABLE; k++) av_lgamma_factorial_table[k] = (float)lgamma(k + 1.0);
 }
 
+/* Per-column sums of x and x^2 over n rows of c, in double (s[0..c), s[c..2c)). */
+AV_CLONES static void column_moments(const float *restrict x, int64_t n, int64_t c,
+                                     double *restrict s) {
+    memset(s, 0, sizeof(double) * 2 * (size_t)c);
+    for (int64_t i = 0; i < n; i++)
+#pragma omp simd
+        for (int64_t j = 0; j < c; j++) {
+            double v = x[i * c + j];
+            s[j] += v;
+            s[c + j] += v * v;
+        }
+}
+
+/* Per-column sums of dy and dy * xhat (xhat = (x - mean) istd) over n rows of c. */
+AV_CLONES static void column_grad_moments(const float *restrict x, const float *restrict dy,
+                                          const float *restrict mean, const float *restrict istd,
+                                          int64_t n, int64_t c, double *restrict s) {
+    memset(s, 0, sizeof(double) * 2 * (size_t)c);
+    for (int64_t i = 0; i < n; i++)
+#pragma omp simd
+        for (int64_t j = 0; j < c; j++) {
+            double d = dy[i * c + j], xh = (x[i * c + j] - mean[j]) * istd[j];
+            s[j] += d;
+            s[c + j] += d * xh;
+        }
+}
+
 static void batchnorm_forward(AvGraph *g, AvNode *nd) {
     AvTensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
     int64_t n = g->n, c = x->cols;
     float *mean = nd->aux, *istd = nd->aux + c;
     if (g->training) {
         double *s = (double *)nd->aux2;
-        memset(s, 0, sizeof(double) * 2 * (size_t)c);
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j < c; j++) {
-                double v = x->v[i * c + j];
-                s[j] += v;
-                s[c + j] += v * v;
-            }
+        column_moments(x->v, n, c, s);
         if (g->reduce) g->reduce(s, 2 * c);
         double ng = (double)g->batch->n_global;
         for (int64_t j = 0; j < c; j++) {
@@ -227,13 +248,7 @@ static void batchnorm_backward(AvGraph *g, AvNode *nd) {
     int64_t n = g->n, c = x->cols;
     const float *mean = nd->aux, *istd = nd->aux + c;
     double *s = (double *)nd->aux2; /* sum dy, sum dy * xhat */
-    memset(s, 0, sizeof(double) * 2 * (size_t)c);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < c; j++) {
-            double dy = y->g[i * c + j], xh = (x->v[i * c + j] - mean[j]) * istd[j];
-            s[j] += dy;
-            s[c + j] += dy * xh;
-        }
+    column_grad_moments(x->v, y->g, mean, istd, n, c, s);
     float kb = av_assigns(nd, 2) ? 0.0f : 1.0f, kg = av_assigns(nd, 1) ? 0.0f : 1.0f;
     for (int64_t j = 0; j < c; j++) {
         beta->g[j] = kb * beta->g[j] + (float)s[j];
