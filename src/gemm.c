@@ -80,7 +80,7 @@ static float *get_buf(void) {
  * a[p * lda + r] (TA = 1). NV = 1 computes only the first 16 columns (nc <= 16). */
 static AV_INLINE AV_AVX512 void kernel_tpl(const int mr, const int nv, const int ta, int64_t kc,
                                            const float *a, int64_t lda, const float *bp, float *c,
-                                           int64_t ldc, float beta, int nc) {
+                                           int64_t ldc, float beta, const float *bias, int nc) {
     __m512 acc[MR][2];
 #pragma GCC unroll 16
     for (int r = 0; r < mr; r++) {
@@ -119,7 +119,14 @@ static AV_INLINE AV_AVX512 void kernel_tpl(const int mr, const int nv, const int
     __mmask16 m1 = nc >= 32  ? (__mmask16)0xFFFF
                    : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1)
                              : (__mmask16)0;
-    if (beta == 0.0f) {
+    if (bias) { /* C = acc + bias: what bias rows and then beta = 1 would give, bitwise */
+        __m512 b0 = _mm512_maskz_loadu_ps(m0, bias), b1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+#pragma GCC unroll 16
+        for (int r = 0; r < mr; r++) {
+            _mm512_mask_storeu_ps(c + r * ldc, m0, _mm512_add_ps(b0, acc[r][0]));
+            if (nv > 1) _mm512_mask_storeu_ps(c + r * ldc + 16, m1, _mm512_add_ps(b1, acc[r][1]));
+        }
+    } else if (beta == 0.0f) {
 #pragma GCC unroll 16
         for (int r = 0; r < mr; r++) {
             _mm512_mask_storeu_ps(c + r * ldc, m0, acc[r][0]);
@@ -141,13 +148,13 @@ static AV_INLINE AV_AVX512 void kernel_tpl(const int mr, const int nv, const int
 }
 
 typedef void (*kernel_fn)(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
-                          int64_t ldc, float beta, int nc);
+                          int64_t ldc, float beta, const float *bias, int nc);
 
 #define AV_KDEF(TA, NV, R)                                                                         \
     static AV_AVX512 void kernel_##TA##_##NV##_##R(int64_t kc, const float *a, int64_t lda,        \
                                                    const float *bp, float *c, int64_t ldc,         \
-                                                   float beta, int nc) {                           \
-        kernel_tpl(R, NV, TA, kc, a, lda, bp, c, ldc, beta, nc);                                   \
+                                                   float beta, const float *bias, int nc) {        \
+        kernel_tpl(R, NV, TA, kc, a, lda, bp, c, ldc, beta, bias, nc);                             \
     }
 #define AV_KDEF_R(TA, NV)                                                                          \
     AV_KDEF(TA, NV, 1)                                                                             \
@@ -338,8 +345,8 @@ static int64_t slice_rows(int64_t kc, int64_t parts) {
  * the buffer), each tile first packs its slice of panel q + 1 into the other half, so that
  * B's loads overlap the FMAs instead of stalling between panels. */
 static AV_AVX512 void block_avx512(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
-                                   int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-                                   int64_t ldc, float *buf) {
+                                   int64_t lda, const float *b, int64_t ldb, float beta,
+                                   const float *bias, float *c, int64_t ldc, float *buf) {
     float *bbuf[2] = {buf, buf + KC * NR}, *abuf = buf + BUF_B;
     int64_t kb = depth_block(k);
     int64_t first = first_panel(c, ldc);
@@ -361,6 +368,7 @@ static AV_AVX512 void block_avx512(int ta, int tb, int64_t m, int64_t n, int64_t
             }
         const kernel_fn *kr = kernels[pack_a || ta][cur.nc > 16];
         float bt = cur.pc == 0 ? beta : 1.0f;
+        const float *bb = bias && cur.pc == 0 ? bias + cur.jc : NULL; /* first k block only */
         for (int64_t t = 0; t < ntile; t++) {
             if (hn && t * sn < nxt.kc)
                 pack_slice(tb, &nxt, b, ldb, t * sn, (t + 1) * sn < nxt.kc ? (t + 1) * sn : nxt.kc,
@@ -368,10 +376,10 @@ static AV_AVX512 void block_avx512(int ta, int tb, int64_t m, int64_t n, int64_t
             int64_t i = cur.ic + t * MR, mr = cur.ic + cur.mc - i < MR ? cur.ic + cur.mc - i : MR;
             float *ct = c + i * ldc + cur.jc;
             if (pack_a)
-                kr[mr - 1](cur.kc, abuf + t * cur.kc * MR, MR, bp, ct, ldc, bt, (int)cur.nc);
+                kr[mr - 1](cur.kc, abuf + t * cur.kc * MR, MR, bp, ct, ldc, bt, bb, (int)cur.nc);
             else
                 kr[mr - 1](cur.kc, ta ? a + cur.pc * lda + i : a + i * lda + cur.pc, lda, bp, ct,
-                           ldc, bt, (int)cur.nc);
+                           ldc, bt, bb, (int)cur.nc);
         }
         if (!hn) break;
         cur = nxt;
@@ -416,39 +424,59 @@ static void thread_range(int64_t m, int64_t n, const float *c, int64_t ldc, int 
     }
 }
 
+/* C = beta C, or C rows = bias where there is one (k = 0, and before cblas_sgemm). */
+static void scale_or_fill(int64_t m, int64_t n, float beta, const float *bias, float *c,
+                          int64_t ldc) {
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++)
+            c[i * ldc + j] = bias ? bias[j] : beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+}
+
 static void run_block(int native, int ta, int tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
                       int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb,
-                      float beta, float *c, int64_t ldc) {
+                      float beta, const float *bias, float *c, int64_t ldc) {
     if (m1 <= m0 || n1 <= n0) return;
     a += ta ? m0 : m0 * lda;
     b += tb ? n0 * ldb : n0;
     c += m0 * ldc + n0;
+    if (bias) bias += n0;
     float *buf = native ? get_buf() : NULL;
-    if (buf)
-        block_avx512(ta, tb, m1 - m0, n1 - n0, k, a, lda, b, ldb, beta, c, ldc, buf);
-    else
+    if (buf) {
+        block_avx512(ta, tb, m1 - m0, n1 - n0, k, a, lda, b, ldb, beta, bias, c, ldc, buf);
+    } else {
+        if (bias) scale_or_fill(m1 - m0, n1 - n0, beta, bias, c, ldc), beta = 1.0f;
         block_blas(ta, tb, m1 - m0, n1 - n0, k, a, lda, b, ldb, beta, c, ldc);
+    }
 }
 
-void av_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-              const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+static void sgemm_epilogue(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                           int64_t lda, const float *b, int64_t ldb, float beta, const float *bias,
+                           float *c, int64_t ldc) {
     if (m <= 0 || n <= 0) return;
-    if (k <= 0) { /* C = beta C */
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++)
-                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    if (k <= 0) {
+        scale_or_fill(m, n, beta, bias, c, ldc);
         return;
     }
     int native = av_sgemm_native();
     if (omp_in_parallel() || omp_get_max_threads() == 1 ||
         (double)m * (double)n * (double)k < AV_GEMM_PAR_MIN) {
-        run_block(native, ta, tb, 0, m, 0, n, k, a, lda, b, ldb, beta, c, ldc);
+        run_block(native, ta, tb, 0, m, 0, n, k, a, lda, b, ldb, beta, bias, c, ldc);
         return;
     }
 #pragma omp parallel
     {
         int64_t m0, m1, n0, n1;
         thread_range(m, n, c, ldc, omp_get_thread_num(), omp_get_num_threads(), &m0, &m1, &n0, &n1);
-        run_block(native, ta, tb, m0, m1, n0, n1, k, a, lda, b, ldb, beta, c, ldc);
+        run_block(native, ta, tb, m0, m1, n0, n1, k, a, lda, b, ldb, beta, bias, c, ldc);
     }
+}
+
+void av_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+              const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
+    sgemm_epilogue(ta, tb, m, n, k, a, lda, b, ldb, beta, NULL, c, ldc);
+}
+
+void av_sgemm_bias(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                   const float *b, int64_t ldb, const float *bias, float *c, int64_t ldc) {
+    sgemm_epilogue(ta, tb, m, n, k, a, lda, b, ldb, 0.0f, bias, c, ldc);
 }

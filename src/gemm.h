@@ -17,6 +17,12 @@
 void av_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
               const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 
+/* C = op(A) op(B) + bias: bias (n floats, NULL for none) added to every row of C in the
+ * kernels' store (C is not read), bitwise what filling C's rows with bias and then
+ * av_sgemm with beta = 1 gives, with one pass over C instead of three. */
+void av_sgemm_bias(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                   const float *b, int64_t ldb, const float *bias, float *c, int64_t ldc);
+
 /* 1 when av_sgemm runs its own AVX-512 kernels on this CPU, 0 when it calls cblas_sgemm.
  * The environment variable AV_SGEMM=blas forces the cblas path (for comparisons). */
 int av_sgemm_native(void);

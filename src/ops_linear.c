@@ -75,12 +75,22 @@ void av_linear_forward(AvGraph *g, AvNode *nd) {
     const AvBatch *bt = g->batch;
     AvTensor *wt = nd->in[2], *b = nd->in[3], *y = nd->out;
     int64_t n = g->n, out = wt->cols, row = linear_sparse_rows(nd);
-    bias_rows(y->v, b ? b->v : NULL, n, out);
+    /* the bias goes in with the first dense block's GEMM (its store), else beforehand */
+    int filled = 0;
+    if (nd->sparse_in || (!nd->in[0] && !nd->in[1])) {
+        bias_rows(y->v, b ? b->v : NULL, n, out);
+        filled = 1;
+    }
     if (nd->sparse_in) av_sparse_linear_forward(nd->sparse_in, bt, n, wt->v, out, y->v);
     for (int s = 0; s < 2; s++) {
         AvTensor *x = nd->in[s];
         if (!x) continue;
-        sgemm(0, 0, n, out, x->cols, x->v, x->cols, wt->v + row * out, out, 1.0f, y->v, out);
+        const float *w = wt->v + row * out;
+        if (filled)
+            sgemm(0, 0, n, out, x->cols, x->v, x->cols, w, out, 1.0f, y->v, out);
+        else if (n > 0)
+            av_sgemm_bias(0, 0, n, out, x->cols, x->v, x->cols, w, out, b ? b->v : NULL, y->v, out);
+        filled = 1;
         row += x->cols;
     }
     for (int k = 0; k < nd->n_cats; k++) {

@@ -116,6 +116,34 @@ static float *run_check(const Case *cs, float beta, const char *how, int use_bla
     return mem;
 }
 
+/* av_sgemm_bias on 1 and 2 threads against C's rows filled with the bias and then av_sgemm
+ * with beta = 1 on as many threads: bitwise equal (the same adds in the same order; with
+ * the cblas fallback the same cblas calls), C's padding untouched. */
+static void check_bias(const Case *cs) {
+    int64_t m = cs->m, n = cs->n, ldc = cs->ldc;
+    size_t bytes = (sizeof(float) * (size_t)(m * ldc + c_shift) + 63) / 64 * 64;
+    float *bias = malloc(sizeof(float) * (size_t)n);
+    for (int64_t j = 0; j < n; j++) bias[j] = frand();
+    float *mw = aligned_alloc(64, bytes), *mg = aligned_alloc(64, bytes);
+    float *want = mw + c_shift, *got = mg + c_shift;
+    for (int nt = 1; nt <= 2; nt++) {
+        omp_set_num_threads(nt);
+        for (int64_t i = 0; i < m * ldc; i++) {
+            want[i] = i % ldc < n ? bias[i % ldc] : -7.0f;
+            got[i] = i % ldc < n ? NAN : -7.0f;
+        }
+        av_sgemm(cs->ta, cs->tb, m, n, cs->k, cs->a, cs->lda, cs->b, cs->ldb, 1.0f, want, ldc);
+        av_sgemm_bias(cs->ta, cs->tb, m, n, cs->k, cs->a, cs->lda, cs->b, cs->ldb, bias, got, ldc);
+        checks++;
+        if (memcmp(got, want, sizeof(float) * (size_t)(m * ldc)) != 0) {
+            fprintf(stderr, "FAIL bias: ta=%d tb=%d m=%lld n=%lld k=%lld threads=%d\n", cs->ta,
+                    cs->tb, (long long)m, (long long)n, (long long)cs->k, nt);
+            failures++;
+        }
+    }
+    free(mw), free(mg), free(bias);
+}
+
 /* One case: every beta, 1 and 2 threads, bitwise equal across thread counts. */
 static void check_case(int ta, int tb, int64_t m, int64_t n, int64_t k, int pad) {
     Case cs;
@@ -142,6 +170,7 @@ static void check_case(int ta, int tb, int64_t m, int64_t n, int64_t k, int pad)
         free(c1);
         if (ib < 2) free(run_check(&cs, betas[ib], "cblas", 1));
     }
+    check_bias(&cs);
     free_case(&cs);
 }
 
@@ -216,7 +245,16 @@ int main(void) {
     /* every depth from 1 to 2001 on a small odd shape */
     for (int64_t k = 1; k <= 2001; k += k < 300 ? 1 : 37)
         check_case((int)(k % 2), (int)(k / 2 % 2), 9, 33, k, (int)(k % 3 == 0));
-    /* k = 0: C = beta C */
+    /* k = 0: C = beta C, or the bias rows */
+    {
+        float c[4] = {NAN, NAN, NAN, -7.0f}, z = 0, bias[3] = {1, 2, 3};
+        av_sgemm_bias(0, 0, 1, 3, 0, &z, 1, &z, 3, bias, c, 3);
+        checks++;
+        if (c[0] != 1 || c[1] != 2 || c[2] != 3 || c[3] != -7.0f) {
+            fprintf(stderr, "FAIL k = 0 with a bias\n");
+            failures++;
+        }
+    }
     {
         float c[6] = {NAN, NAN, NAN, 1, 2, 3}, z = 0;
         av_sgemm(0, 0, 1, 3, 0, &z, 1, &z, 3, 0.0f, c, 3);
