@@ -522,15 +522,20 @@ static void loss_forward(AvGraph *g, AvNode *nd, int backward) {
     if (!backward) nd->out->v[0] = (float)(total / ng);
 }
 
+/* A cell's total count in double lanes (one add chain per lane, not one for the row). */
+AV_CLONES static double row_sum(const AvBatch *bt, int64_t i) {
+    double s = 0;
+    const float *c = bt->counts;
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) s += c[k];
+    return s;
+}
+
 static void input_forward(AvGraph *g, AvNode *nd) {
     const AvBatch *bt = g->batch;
     AvTensor *y = nd->out;
     if (nd->kind == AV_OP_INPUT_COUNTS_LOG_LIB) {
-        for (int64_t i = 0; i < g->n; i++) {
-            double s = 0;
-            for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) s += bt->counts[k];
-            y->v[i] = (float)log(s);
-        }
+        for (int64_t i = 0; i < g->n; i++) y->v[i] = (float)log(row_sum(bt, i));
     } else {
         memcpy(y->v, bt->cont, sizeof(float) * (size_t)(g->n * y->cols));
     }
