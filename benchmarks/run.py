@@ -379,6 +379,12 @@ def estimate(args, tags, epochs, capsteps, py):
             if tag in args.read_uncompressed:
                 t *= 2
             parts.append((f"read throughput {tag}", t))
+        extra = [x for x in args.elbo_seeds.split(",") if x.strip()]
+        if tag == args.elbo_size and extra:
+            one = nt * epochs[tag] / rates["atlasvi"] + n / 1e5 + 5
+            if py:
+                one += nt * epochs[tag] / rates["scvi"] + 30 + n / 2e4
+            parts.append((f"held-out ELBO {tag}, {len(extra)} more seed(s)", len(extra) * one))
     parts.append(("step profile and GEMM rates", 30))
     if py and args.loss_epochs:
         ln = SIZES[args.loss_size]
