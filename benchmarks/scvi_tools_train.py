@@ -59,6 +59,29 @@ def main():
     if a.max_steps_per_epoch > 0:
         kw["limit_train_batches"] = a.max_steps_per_epoch
         kw["limit_val_batches"] = a.max_steps_per_epoch
+    from lightning.pytorch.callbacks import Callback
+
+    class EpochLoopTimer(Callback):
+        """Seconds from each epoch's first minibatch to its last one (data loading and
+        optimiser steps; train()'s set-up, sanity check and validation excluded)."""
+
+        def __init__(self):
+            self.t0, self.t1, self.loops = None, None, []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.t1 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            if self.t0 is not None and self.t1 is not None:
+                self.loops.append(self.t1 - self.t0)
+            self.t0 = self.t1 = None
+
+    timer = EpochLoopTimer()
+    kw["callbacks"] = [timer]
     t0, c0 = time.perf_counter(), time.process_time()
     model.train(
         max_epochs=a.epochs,
@@ -100,6 +123,7 @@ def main():
         "seconds_setup": t_setup,
         "seconds_train": t_train,
         "cells_per_s": cells / t_train,
+        "epoch_loop_seconds": timer.loops,
         "cpu_seconds_train": cpu_train,
         "elbo_validation": elbo_val,
         "elbo_train": elbo_train,
