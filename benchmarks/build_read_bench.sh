@@ -13,7 +13,7 @@ HDF5=$(cache HDF5_C_LIBRARY_hdf5)
 MPI=$(cache MPI_mpi_LIBRARY)
 RPATH=$(dirname "$HDF5"):$(dirname "$MPI")
 # shellcheck disable=SC2086
-${CC:-cc} -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $INC \
+${CC:-cc} -O2 -g -std=c11 -fopenmp -D_GNU_SOURCE -Wall -Wextra -Werror $INC \
     "$ROOT/benchmarks/read_bench.c" -o "$B/read_bench" \
     "$B/libav_io.a" "$B/libav_dist.a" "$B/libav_base.a" \
     "$HDF5" "$(cache LZF_LIB)" "$(cache ZLIB_LIBRARY_RELEASE)" "$MPI" -lm \

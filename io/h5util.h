@@ -34,6 +34,13 @@ int h5u_dims(hid_t dset, int64_t dims[2]);
 int h5u_read_strings(hid_t dset, int64_t *n, char ***out);
 /* Reads a 1-D slab [lo, lo+count) of a 1-D dataset converted to mem_type. */
 int h5u_read_slab(hid_t dset, hid_t mem_type, int64_t lo, int64_t count, void *buf);
+/* h5u_read_slab for large slabs of gzip-compressed data: where the dataset is 1-D, chunked,
+ * deflate its only filter and stored as mem_type, the chunks are read raw and inflated on
+ * the OpenMP team (zlib), so decompression, which sets the read rate of such files, runs on
+ * every thread; otherwise, or on any surprise, h5u_read_slab. Same result either way. */
+int h5u_read_slab_inflate(hid_t dset, hid_t mem_type, int64_t lo, int64_t count, void *buf);
+/* How many chunks h5u_read_slab_inflate has inflated itself in this process (tests). */
+int64_t h5u_inflated_chunks(void);
 /* Reads a whole numeric dataset as doubles (bool enums become 0/1). */
 int h5u_read_doubles(hid_t dset, int64_t n, double *out);
 

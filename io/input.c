@@ -874,10 +874,11 @@ static int rows_csr(AvInput *in, int64_t lo, int64_t hi, AvCsr *o, char *err) {
     o->indices = av_malloc((size_t)(nz ? nz : 1) * sizeof(int32_t));
     o->data = av_malloc((size_t)(nz ? nz : 1) * sizeof(float));
     snprintf(what, sizeof what, "/%s/indices", m->mpath);
-    if (h5u_read_slab(m->d_indices, H5T_NATIVE_INT32, z0, nz, o->indices))
+    if (h5u_read_slab_inflate(m->d_indices, H5T_NATIVE_INT32, z0, nz, o->indices))
         return read_err(in, what, err);
     snprintf(what, sizeof what, "/%s/data", m->mpath);
-    if (h5u_read_slab(m->d_data, H5T_NATIVE_FLOAT, z0, nz, o->data)) return read_err(in, what, err);
+    if (h5u_read_slab_inflate(m->d_data, H5T_NATIVE_FLOAT, z0, nz, o->data))
+        return read_err(in, what, err);
     for (int64_t r = 0; r <= nr; r++) o->indptr[r] -= z0;
     return normalize_rows(in, o, lo, m->col_map, m->n_file_cols, err);
 }

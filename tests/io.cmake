@@ -6,3 +6,8 @@ av_test(test_io_fixtures test_io_files.c "av_io" --fixtures ${CMAKE_CURRENT_BINA
 av_test(test_io_bad test_io_bad.c "av_io" ${CMAKE_CURRENT_BINARY_DIR}/io_bad)
 set_tests_properties(test_io_bad PROPERTIES ENVIRONMENT
   "AV_DATA=${AV_DATA};AV_SRC=${CMAKE_SOURCE_DIR};AV_BIN=$<TARGET_FILE:atlasvi>")
+# Parallel inflation of gzip chunks (io/h5util.c h5u_read_slab_inflate) against HDF5's read.
+av_test(test_read_inflate test_read_inflate.c "av_io" ${CMAKE_CURRENT_BINARY_DIR}/read_inflate.h5)
+target_include_directories(test_read_inflate PRIVATE ${HDF5_INCLUDE_DIRS})
+target_compile_definitions(test_read_inflate PRIVATE ${HDF5_DEFINITIONS})
+target_link_libraries(test_read_inflate PRIVATE ${HDF5_C_LIBRARIES} MPI::MPI_C OpenMP::OpenMP_C)
