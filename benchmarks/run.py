@@ -289,18 +289,20 @@ def raw_read(path, cold, repeats):
     return r
 
 
-def read_bench(exe_dir, path, ranks, cold, repeats, mpi_args):
+def read_bench(exe_dir, path, ranks, cold, repeats, mpi_args, threads):
     exe = os.path.join(exe_dir, "read_bench")
-    env = thread_env(1)
+    env = thread_env(threads)
     cmd = mpi_prefix(ranks, mpi_args) + [exe, path, "--repeats", str(repeats)]
     if cold:
         cmd.append("--evict")
     out = run(cmd, env=env)
     line = [l for l in out.splitlines() if l.startswith("READ_JSON ")][-1]
-    return json.loads(line[len("READ_JSON "):])
+    r = json.loads(line[len("READ_JSON "):])
+    r["threads"] = threads
+    return r
 
 
-def bench_reads(exe_dir, path, ranks_list, mpi_args):
+def bench_reads(exe_dir, path, ranks_list, mpi_args, threads):
     """atlasvi's shard reader on 1..N ranks against plain reads of the same file, cold
     and warm. Small files get 5 repeats (best kept), files over 256 MB one."""
     size = os.path.getsize(path)
@@ -310,7 +312,8 @@ def bench_reads(exe_dir, path, ranks_list, mpi_args):
            "atlasvi": []}
     for n in ranks_list:
         for cold in (True, False):
-            r = read_bench(exe_dir, path, n, cold, reps, mpi_args)
+            # the trainer's threads shared by the ranks (gzip chunks inflate on them)
+            r = read_bench(exe_dir, path, n, cold, reps, mpi_args, max(1, threads // n))
             log(f"read {os.path.basename(path)} {n} rank(s) {'cold' if cold else 'warm'}: "
                 f"{r['seconds']:.3f} s, {r['payload_bytes'] / r['seconds'] / 1e6:.0f} MB/s payload")
             res["atlasvi"].append(r)
@@ -668,7 +671,9 @@ def read_section(L, res):
              "(src/app_setup.c): rank 0 reads the row pointer and plans shards balanced by "
              "non-zeros, then every rank opens the file and reads its own cells with "
              "`av_input_read_rows` (count checks excluded); time = the slowest rank, barrier "
-             "to barrier. *Raw* is a plain sequential read of the whole file (16 MiB `read`s, "
+             "to barrier. Each rank runs the trainer's threads divided by the ranks (at least "
+             "one): gzip chunks are read raw and inflated on a rank's OpenMP threads "
+             "(io/h5util.c), so 1 rank with 2 threads inflates on both cores. *Raw* is a plain sequential read of the whole file (16 MiB `read`s, "
              "one process). *Cold*: the file was evicted from the page cache first "
              "(`posix_fadvise(POSIX_FADV_DONTNEED)`; the VM's host may still cache the disk, "
              "so cold is cold for this kernel, not necessarily for the physical disk); "
@@ -688,7 +693,8 @@ def read_section(L, res):
             stored = x["x_stored_bytes"] / x["seconds"] / 1e6
             cps = x["n_cells"] / x["seconds"]
             L.append(f"| {tag} | {rd['file']} ({rd['file_bytes'] / 1e6:.0f} MB) | {x['filters']} | "
-                     f"{x['ranks']} | {cache} | {x['seconds']:.3f} | "
+                     f"{x['ranks']}{' x ' + str(x['threads']) + ' threads' if x.get('threads') else ''} | "
+                     f"{cache} | {x['seconds']:.3f} | "
                      f"{x['payload_bytes'] / x['seconds'] / 1e6:,.0f} | {stored:,.0f} | "
                      f"{raw:,.0f} | {stored / raw:.1%} | {fmt(cps)} | "
                      f"{f'{cps / train:.0f}x' if train else '—'} |")
@@ -966,10 +972,11 @@ def main():
     if not args.skip_read and os.path.exists(os.path.join(args.build, "read_bench")):
         for tag in tags:
             res[tag]["read"] = bench_reads(args.build, sim_path(args.work, tag),
-                                           args.read_ranks, MPI_ARGS)
+                                           args.read_ranks, MPI_ARGS, args.threads)
             if tag in args.read_uncompressed:
                 plain = simulate(exe, args.work, tag, "none")
-                res[tag]["read_none"] = bench_reads(args.build, plain, args.read_ranks, MPI_ARGS)
+                res[tag]["read_none"] = bench_reads(args.build, plain, args.read_ranks, MPI_ARGS,
+                                                    args.threads)
     elif not args.skip_read:
         log("no read_bench in", args.build, "(sh benchmarks/build_read_bench.sh): no read section")
     prof = step_bench(args.build, args.threads)
