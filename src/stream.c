@@ -1,6 +1,7 @@
 /* Chunked, prefetched, window-shuffled cells of a shard (see stream.h). */
 #include "src/stream.h"
 
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,9 @@ AvStream *av_stream_open(const AvCellSource *src, int64_t n_rows, int n_slots) {
 static void *prefetch(void *arg) {
     AvStream *s = arg;
     int64_t C = s->src.chunk_cells;
+    /* the reader may decode on an OpenMP team; here it runs beside training's threads,
+     * so it keeps to this one */
+    omp_set_num_threads(1);
     pthread_mutex_lock(&s->mu);
     for (int64_t k = 0; k < s->n_seq && !s->stop; k++) {
         int j = -1;
