@@ -574,9 +574,13 @@ def seeds_section(L, res):
             spread = max(max(sd["atlasvi"]) - min(sd["atlasvi"]),
                          max(sd["scvi"]) - min(sd["scvi"]))
             verdict = "within" if abs(ma - ms) <= spread else "OUTSIDE"
+            med = lambda v: sorted(v)[len(v) // 2]
+            ra = med(sd["atlasvi_cells_per_s"]) / med(sd["scvi_cells_per_s"])
             L.append(f"\nDifference of the means (atlasvi − scvi-tools): {ma - ms:+.1f} "
                      f"({(ma - ms) / ms:+.2%}); largest seed range of either trainer: "
-                     f"{spread:.1f}: **{verdict} the seed-to-seed spread**.\n")
+                     f"{spread:.1f}: **{verdict} the seed-to-seed spread**. Median cells/s "
+                     f"over the seeds: atlasvi / scvi-tools = **{ra:.2f}x** (three short runs "
+                     "each, less at the mercy of one slow minute than the single row above).\n")
 
 
 def loss_section(L, lc, png, out_path):
@@ -628,7 +632,8 @@ def roofline_section(L, sp, tg, res):
              "threads; step_bench)", sp.get("gemm_gflops"))]
     if sp.get("av_sgemm_gflops"):
         rows.append((f"av_sgemm (atlasvi's GEMM, src/gemm.c) at the model's shape, "
-                     f"{sp['threads']} threads (step_bench)", sp["av_sgemm_gflops"]))
+                     f"{sp['threads']} threads, median of calls between the timed steps "
+                     "(step_bench: the same minutes as the step)", sp["av_sgemm_gflops"]))
     if sp.get("gemm_peak_gflops"):
         n = sp.get("gemm_peak_n", 1024)
         rows.append((f"OpenBLAS sgemm {n}^3, {sp['threads']} OpenBLAS threads (square: about the "
@@ -655,7 +660,10 @@ def roofline_section(L, sp, tg, res):
     tr_best = f"; the best end-to-end training rate above is {fmt(a_best)} cells/s" if a_best else ""
     L.append(f"\nstep_bench's step: {sp['step_ms']:.2f} ms ({fmt(sp['cells_per_s'])} cells/s, "
              f"compute only){tr_best}. The highest GEMM rate gives the lowest GEMM floor, the one "
-             "to compare with; the FMA-peak row is the bound no code can beat. A step/floor of 1.0x would mean every millisecond goes to GEMMs at "
+             "to compare with; the FMA-peak row is the bound no code can beat. This machine's "
+             "speed drifts by up to 1.5x within minutes, so the av_sgemm row, sampled between "
+             "the timed steps, is the like-for-like one for step/floor; the other rates are "
+             "best-of samples taken after the steps. A step/floor of 1.0x would mean every millisecond goes to GEMMs at "
              "that rate; the rest is the ZINB likelihood, the sparse first layer, softmax, "
              "batch norm, Adam and gradient zeroing (per-op table above), and the model's thin "
              "GEMMs (128 rows) run below the square-GEMM rate.\n")
