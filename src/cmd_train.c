@@ -294,12 +294,16 @@ int av_cmd_train(int argc, char **argv) {
     if (dist_any_failed(rc, err)) goto done;
     to.metrics = mf;
     int max_epochs = to.max_epochs > 0 ? to.max_epochs : av_default_max_epochs(data.n_obs);
-    if (dist_rank() == 0)
+    if (dist_rank() == 0) {
+        /* main.c's choice of how idle OpenMP threads wait (or the user's) */
+        const char *wait = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
         fprintf(stderr,
                 "atlasvi: training scVI on %lld cells x %lld genes, %d batch(es), %d rank(s) x %d "
-                "thread(s), %d epochs, batch size %d\n",
+                "thread(s), %d epochs, batch size %d; OpenMP waits %s, spin %s\n",
                 (long long)data.n_obs, (long long)setup.n_vars, cfg.n_batch, dist_size(),
-                omp_get_max_threads(), max_epochs, to.batch_size);
+                omp_get_max_threads(), max_epochs, to.batch_size, wait ? wait : "default",
+                spin ? spin : "default");
+    }
     Checkpoint ck = {ckpt_path ? ckpt_path : ro.model_out, ckpt_every, &model, &setup, &st, &hist};
     if (ckpt_every) {
         to.on_epoch = checkpoint;

@@ -48,28 +48,30 @@ const char *av_opt(int argc, char **argv, int *i, const char *name, int *missing
     return argv[++*i];
 }
 
-/* The threads one rank will run: --threads, else OMP_NUM_THREADS, else all its CPUs. */
-static long planned_threads(int argc, char **argv, long cpus) {
+/* The threads one rank will run: --threads, else OMP_NUM_THREADS, else OpenMP's default,
+ * the CPUs of its affinity mask. */
+static long planned_threads(int argc, char **argv, long mask_cpus) {
     const char *v = getenv("OMP_NUM_THREADS");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) v = argv[i + 1];
         if (!strncmp(argv[i], "--threads=", 10)) v = argv[i] + 10;
     }
     long t = v ? strtol(v, NULL, 10) : 0;
-    return t > 0 ? t : cpus;
+    return t > 0 ? t : mask_cpus;
 }
 
-/* Whether this rank's threads have cores of their own: its CPU set (shared by the ranks
- * of this node when they are not bound, as Open MPI and MPICH report them) holds them. */
+/* Whether this rank's threads have cores of their own: they fit its CPU set, or, when the
+ * ranks of this node are not bound (each sees every CPU; Open MPI and MPICH say how many
+ * share the node), its share of the node's CPUs. */
 static int threads_fit_cores(int argc, char **argv) {
     cpu_set_t set;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN), mine = cpus;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) mine = CPU_COUNT(&set);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN), mask = cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) mask = CPU_COUNT(&set);
     const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
     if (!lr) lr = getenv("MPI_LOCALNRANKS");
     long local = lr ? strtol(lr, NULL, 10) : 1;
-    if (mine >= cpus && local > 1) mine = cpus / local; /* unbound: the node's cores shared */
-    return planned_threads(argc, argv, mine) <= mine;
+    long share = mask >= cpus && local > 1 ? cpus / local : mask;
+    return planned_threads(argc, argv, mask) <= share;
 }
 
 /* libgomp's idle threads spin by default for a long time (300k pause loops), taking the

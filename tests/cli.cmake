@@ -48,3 +48,7 @@ av_cli_test(cli_bad_mpi 2 cli_bad.sh ${AV_CLI_DIR}/bad_inputs ${AV_CLI_DIR}/bad_
 set_tests_properties(cli_bad cli_bad_mpi PROPERTIES FIXTURES_REQUIRED av_cli_bad_inputs)
 # two MPI ranks each: keep the MPI tests from running at the same time on a small machine
 set_tests_properties(cli_e2e_mpi cli_bad_mpi PROPERTIES RESOURCE_LOCK av_cli_mpi PROCESSORS 2)
+# the OpenMP wait policy main.c picks (its own environment: no OMP_WAIT_POLICY preset)
+add_test(NAME cli_waits COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli_waits.sh ${AV_CLI_DIR}/waits)
+set_tests_properties(cli_waits PROPERTIES TIMEOUT 300 ENVIRONMENT "${AV_CLI_ENV};CLI_NP=1"
+  RESOURCE_LOCK av_cli_mpi PROCESSORS 2)
