@@ -237,25 +237,38 @@ int h5u_read_slab(hid_t dset, hid_t mem_type, int64_t lo, int64_t count, void *b
     return rc;
 }
 
-/* The chunk length in elements where dset is 1-D, chunked, deflate its only filter and its
- * stored type exactly mem_type (no conversion); 0 otherwise. */
-static int64_t deflate_chunk_len(hid_t dset, hid_t mem_type) {
+/* The chunk length in elements where dset is 1-D, chunked, its filters deflate alone or
+ * shuffle then deflate (h5py's shuffle=True; *shuffled says which) and its stored type
+ * exactly mem_type (no conversion); 0 otherwise. */
+static int64_t deflate_chunk_len(hid_t dset, hid_t mem_type, int *shuffled) {
     int64_t len = 0;
     hid_t dcpl = H5Dget_create_plist(dset), ft = H5Dget_type(dset);
     hsize_t dim = 0;
+    int nf = dcpl >= 0 ? H5Pget_nfilters(dcpl) : -1;
     if (dcpl >= 0 && ft >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED &&
-        H5Pget_chunk(dcpl, 1, &dim) == 1 && H5Pget_nfilters(dcpl) == 1 &&
-        H5Tequal(ft, mem_type) > 0) {
-        unsigned flags, cd[8], config;
-        size_t ncd = 8;
-        char name[64];
-        if (H5Pget_filter2(dcpl, 0, &flags, &ncd, cd, sizeof name, name, &config) ==
-            H5Z_FILTER_DEFLATE)
+        H5Pget_chunk(dcpl, 1, &dim) == 1 && (nf == 1 || nf == 2) && H5Tequal(ft, mem_type) > 0) {
+        H5Z_filter_t f[2];
+        for (int i = 0; i < nf; i++) {
+            unsigned flags, cd[8], config;
+            size_t ncd = 8;
+            char name[64];
+            f[i] = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, cd, sizeof name, name, &config);
+        }
+        *shuffled = nf == 2;
+        if (f[nf - 1] == H5Z_FILTER_DEFLATE && (nf == 1 || f[0] == H5Z_FILTER_SHUFFLE))
             len = (int64_t)dim;
     }
     if (ft >= 0) H5Tclose(ft);
     if (dcpl >= 0) H5Pclose(dcpl);
     return len;
+}
+
+/* Elements [i0, i1) of a byte-shuffled chunk of C elements of es bytes (byte k of element
+ * i at src[k C + i]) into dst, element by element. */
+static void unshuffle(const unsigned char *src, int64_t C, size_t es, int64_t i0, int64_t i1,
+                      unsigned char *dst) {
+    for (size_t k = 0; k < es; k++)
+        for (int64_t i = i0; i < i1; i++) dst[(size_t)(i - i0) * es + k] = src[(int64_t)k * C + i];
 }
 
 static int64_t inflated_total; /* chunks inflated by h5u_read_slab_inflate (for tests) */
@@ -274,8 +287,8 @@ typedef struct {
 /* Chunks [k0, k0 + nb) of C elements of es bytes read raw (HDF5 is not thread-safe: one
  * thread), then inflated and their overlap with [lo, lo + count) copied to buf on the
  * team. raw[q] grows to fit (cap[q] bytes); out holds nb inflated chunks. */
-static int inflate_chunks(hid_t dset, int64_t k0, int64_t nb, int64_t C, size_t es, int64_t lo,
-                          int64_t count, const ChunkBatch *cbt, void *buf) {
+static int inflate_chunks(hid_t dset, int64_t k0, int64_t nb, int64_t C, size_t es, int shuffled,
+                          int64_t lo, int64_t count, const ChunkBatch *cbt, void *buf) {
     unsigned char **raw = cbt->raw, *out = cbt->out;
     size_t cb = (size_t)C * es, *cap = cbt->cap, *len = cbt->len;
     uint32_t *mask = cbt->mask;
@@ -293,8 +306,9 @@ static int inflate_chunks(hid_t dset, int64_t k0, int64_t nb, int64_t C, size_t 
     int bad = 0;
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : bad)
     for (int64_t q = 0; q < nb; q++) {
+        /* filter mask bit i: pipeline filter i skipped for this chunk (deflate is the last) */
         const unsigned char *src = raw[q];
-        if (mask[q] & 1u) { /* stored without deflate (HDF5 skipped the filter) */
+        if (mask[q] & (shuffled ? 2u : 1u)) { /* stored without deflate */
             bad |= len[q] != cb;
         } else {
             uLongf n = (uLongf)cb;
@@ -303,16 +317,20 @@ static int inflate_chunks(hid_t dset, int64_t k0, int64_t nb, int64_t C, size_t 
         }
         int64_t c0 = (k0 + q) * C, a = lo > c0 ? lo : c0;
         int64_t b = lo + count < c0 + C ? lo + count : c0 + C;
-        if (!bad && b > a)
-            memcpy((char *)buf + (size_t)(a - lo) * es, src + (size_t)(a - c0) * es,
-                   (size_t)(b - a) * es);
+        unsigned char *dst = (unsigned char *)buf + (size_t)(a - lo) * es;
+        if (bad || b <= a) continue;
+        if (shuffled && !(mask[q] & 1u))
+            unshuffle(src, C, es, a - c0, b - c0, dst);
+        else
+            memcpy(dst, src + (size_t)(a - c0) * es, (size_t)(b - a) * es);
     }
     if (!bad) __atomic_add_fetch(&inflated_total, nb, __ATOMIC_RELAXED);
     return bad ? -1 : 0;
 }
 
 int h5u_read_slab_inflate(hid_t dset, hid_t mem_type, int64_t lo, int64_t count, void *buf) {
-    int64_t C = count > 0 ? deflate_chunk_len(dset, mem_type) : 0;
+    int shuffled = 0;
+    int64_t C = count > 0 ? deflate_chunk_len(dset, mem_type, &shuffled) : 0;
     if (C <= 0 || count < 2 * C || omp_get_max_threads() < 2)
         return h5u_read_slab(dset, mem_type, lo, count, buf);
     size_t es = H5Tget_size(mem_type);
@@ -324,7 +342,7 @@ int h5u_read_slab_inflate(hid_t dset, hid_t mem_type, int64_t lo, int64_t count,
     int rc = 0;
     for (int64_t k = k0; k <= k1 && !rc; k += batch) {
         int64_t nb = k1 - k + 1 < batch ? k1 - k + 1 : batch;
-        rc = inflate_chunks(dset, k, nb, C, es, lo, count, &cbt, buf);
+        rc = inflate_chunks(dset, k, nb, C, es, shuffled, lo, count, &cbt, buf);
     }
     for (int64_t q = 0; q < batch; q++) free(cbt.raw[q]);
     free(cbt.raw), free(cbt.out), free(cbt.cap), free(cbt.len), free(cbt.mask);

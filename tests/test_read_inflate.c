@@ -1,7 +1,8 @@
 /* io/h5util.c h5u_read_slab_inflate (chunks read raw, inflated on the OpenMP team) against
  * HDF5's own read: bitwise the same slabs for every start and length pattern, 1-3 threads,
- * partial last chunk, a dataset appended in pieces; the fallbacks (two filters, a stored
- * type that needs conversion, no compression) give the same; a damaged chunk fails. */
+ * partial last chunk, a dataset appended in pieces, shuffle + deflate; the fallbacks (a
+ * stored type that needs conversion, shuffle alone, no compression) give the same; a
+ * damaged chunk fails. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,9 +90,13 @@ int main(int argc, char **argv) {
     hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     make(f, "gz_f32", H5T_IEEE_F32LE, 1, 0, 1, fv, H5T_NATIVE_FLOAT);
     make(f, "gz_i32_pieces", H5T_STD_I32LE, 1, 0, 7, iv, H5T_NATIVE_INT32);
-    make(f, "gz_shuffle", H5T_IEEE_F32LE, 1, 1, 1, fv, H5T_NATIVE_FLOAT); /* two filters */
-    make(f, "gz_i64", H5T_STD_I64LE, 1, 0, 1, iv, H5T_NATIVE_INT32);      /* converted */
-    make(f, "plain_f32", H5T_IEEE_F32LE, 0, 0, 1, fv, H5T_NATIVE_FLOAT);  /* no filter */
+    /* shuffle + deflate (h5py's shuffle=True), float and int, one piece and three */
+    make(f, "gz_shuffle", H5T_IEEE_F32LE, 1, 1, 1, fv, H5T_NATIVE_FLOAT);
+    make(f, "gz_shuffle_i32", H5T_STD_I32LE, 1, 1, 3, iv, H5T_NATIVE_INT32);
+    /* HDF5's own read: a stored type that needs conversion, no filter, shuffle alone */
+    make(f, "gz_i64", H5T_STD_I64LE, 1, 0, 1, iv, H5T_NATIVE_INT32);
+    make(f, "plain_f32", H5T_IEEE_F32LE, 0, 0, 1, fv, H5T_NATIVE_FLOAT);
+    make(f, "shuffle_only", H5T_IEEE_F32LE, 0, 1, 1, fv, H5T_NATIVE_FLOAT);
     make(f, "damaged", H5T_IEEE_F32LE, 1, 0, 1, fv, H5T_NATIVE_FLOAT);
     /* chunk 5 of "damaged" replaced by bytes that are no deflate stream */
     hid_t d = H5Dopen2(f, "damaged", H5P_DEFAULT);
@@ -105,9 +110,11 @@ int main(int argc, char **argv) {
     f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     compare(f, "gz_f32", H5T_NATIVE_FLOAT, 1);
     compare(f, "gz_i32_pieces", H5T_NATIVE_INT32, 1);
-    compare(f, "gz_shuffle", H5T_NATIVE_FLOAT, 0);
+    compare(f, "gz_shuffle", H5T_NATIVE_FLOAT, 1);
     compare(f, "gz_i64", H5T_NATIVE_INT32, 0);
     compare(f, "plain_f32", H5T_NATIVE_FLOAT, 0);
+    compare(f, "shuffle_only", H5T_NATIVE_FLOAT, 0);
+    compare(f, "gz_shuffle_i32", H5T_NATIVE_INT32, 1);
     d = H5Dopen2(f, "damaged", H5P_DEFAULT);
     float *buf = malloc(sizeof(float) * N);
     omp_set_num_threads(2);
