@@ -47,21 +47,6 @@ static void bias_grad(const float *gy, float *gb, int64_t n, int64_t out, int as
     }
 }
 
-/* C = op(A) op(B) + beta C, row-major (gemm.c: AVX-512 kernels, or OpenBLAS single-
- * threaded, on the OpenMP team that also runs the element-wise kernels). k == 0 is an
- * empty minibatch share: C = beta C. */
-static void sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                  const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-    if (m == 0 || n == 0) return;
-    if (k == 0) {
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++)
-                c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-        return;
-    }
-    av_sgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc);
-}
-
 /* Row offsets of each input block inside the [in, out] weight. */
 static int64_t linear_sparse_rows(const AvNode *nd) {
     int64_t r = nd->in[2]->rows;
@@ -87,8 +72,8 @@ void av_linear_forward(AvGraph *g, AvNode *nd) {
         if (!x) continue;
         const float *w = wt->v + row * out;
         if (filled)
-            sgemm(0, 0, n, out, x->cols, x->v, x->cols, w, out, 1.0f, y->v, out);
-        else if (n > 0)
+            av_sgemm(0, 0, n, out, x->cols, x->v, x->cols, w, out, 1.0f, y->v, out);
+        else
             av_sgemm_bias(0, 0, n, out, x->cols, x->v, x->cols, w, out, b ? b->v : NULL, y->v, out);
         filled = 1;
         row += x->cols;
@@ -116,10 +101,11 @@ void av_linear_backward(AvGraph *g, AvNode *nd) {
         if (!x) continue;
         const float *w = wt->v + row * out;
         if (x->g)
-            sgemm(0, 1, n, x->cols, out, gy, out, w, out, av_assigns(nd, s) ? 0.0f : 1.0f, x->g,
-                  x->cols);
-        sgemm(1, 0, x->cols, out, n, x->v, x->cols, gy, out, av_assigns(nd, 2) ? 0.0f : 1.0f,
-              wt->g + row * out, out);
+            av_sgemm(0, 1, n, x->cols, out, gy, out, w, out, av_assigns(nd, s) ? 0.0f : 1.0f, x->g,
+                     x->cols);
+        /* n = 0 (an empty minibatch share): av_sgemm scales the gradient by beta */
+        av_sgemm(1, 0, x->cols, out, n, x->v, x->cols, gy, out, av_assigns(nd, 2) ? 0.0f : 1.0f,
+                 wt->g + row * out, out);
         row += x->cols;
     }
     for (int k = 0; k < nd->n_cats; k++) {

@@ -316,6 +316,19 @@ void av_count_nll_forward(AvGraph *g, AvNode *nd) {
     }
 }
 
+/* y = a x where y is assigned, y += a x where it accumulates (inlined into its caller's
+ * clones, so it vectorizes for their targets). */
+static inline __attribute__((always_inline)) void
+scale_into(int64_t n, float a, const float *restrict x, float *restrict y, unsigned assign) {
+    if (assign) {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) y[j] = a * x[j];
+    } else {
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) y[j] += a * x[j];
+    }
+}
+
 /* One cell's backward: rho's gradient (gl = go * L), pi's and the per-cell theta's
  * (NULL when absent; added to, or assigned where the node is their only writer: asg bits
  * 0, 3 and 2 as the node's input slots); returns sum_j rho_j dmu_j for the library's. */
@@ -339,18 +352,8 @@ AV_CLONES static double nll_cell_backward(int64_t G, float go, float gl, const f
 #pragma omp simd reduction(+ : dl)
         for (int64_t j = 0; j < G; j++) dl += (double)rho[j] * dmu[j];
     }
-    if (pg && (asg & 8u))
-#pragma omp simd
-        for (int64_t j = 0; j < G; j++) pg[j] = go * dpi[j];
-    else if (pg)
-#pragma omp simd
-        for (int64_t j = 0; j < G; j++) pg[j] += go * dpi[j];
-    if (tg && (asg & 4u))
-#pragma omp simd
-        for (int64_t j = 0; j < G; j++) tg[j] = go * dth[j];
-    else if (tg)
-#pragma omp simd
-        for (int64_t j = 0; j < G; j++) tg[j] += go * dth[j];
+    if (pg) scale_into(G, go, dpi, pg, asg & 8u);
+    if (tg) scale_into(G, go, dth, tg, asg & 4u);
     return dl;
 }
 

@@ -221,42 +221,34 @@ TARGET_V4 INLINE void scatter_shifted_avx512(const Entry *e, int64_t m, const fl
             FN(e, m, d, out, gw);                                                                  \
     } while (0)
 
-/* Whole rows of out columns: tiles of 8, 4, 2, 1 vectors, then the tail. s: the gathered
- * (forward) or updated (backward) rows' offset in floats from a 64-byte boundary where all
- * rows share it, else 0. */
+/* Whole rows of out columns: tiles of 8, 4, 2, 1 vectors, then the tail; the same driver
+ * for the gather (forward: src rows into acc) and the scatter (backward: d into the
+ * gradient rows) with KIND gather or scatter. s: the gathered or updated rows' offset in
+ * floats from a 64-byte boundary where all rows share it, else 0. */
+#define ROW_DRIVER(KIND, SFX, VT, TARGET, SHIFTED8)                                                \
+    TARGET INLINE void KIND##_row_##SFX(const Entry *e, int64_t m, const float *p, int64_t out,    \
+                                        float *q, int s) {                                         \
+        (void)s;                                                                                   \
+        const int64_t vl = (int64_t)(sizeof(VT) / 4);                                              \
+        int64_t o = 0;                                                                             \
+        for (; o + 8 * vl <= out; o += 8 * vl)                                                     \
+            SHIFTED8(KIND##8_##SFX, e, m, p + o, out, q + o, s);                                   \
+        if (o + 4 * vl <= out) KIND##4_##SFX(e, m, p + o, out, q + o), o += 4 * vl;                \
+        if (o + 2 * vl <= out) KIND##2_##SFX(e, m, p + o, out, q + o), o += 2 * vl;                \
+        if (o + vl <= out) KIND##1_##SFX(e, m, p + o, out, q + o), o += vl;                        \
+        if (o < out) KIND##_tail(e, m, p + o, out, out - o, q + o);                                \
+    }
 #define ROWS(SFX, VT, TARGET, SHIFTED8, SCATTER8)                                                  \
     GATHER_TILE(gather8_##SFX, VT, 8)                                                              \
     GATHER_TILE(gather4_##SFX, VT, 4)                                                              \
     GATHER_TILE(gather2_##SFX, VT, 2)                                                              \
     GATHER_TILE(gather1_##SFX, VT, 1)                                                              \
-    TARGET INLINE void gather_row_##SFX(const Entry *e, int64_t m, const float *src, int64_t out,  \
-                                        float *acc, int s) {                                       \
-        (void)s;                                                                                   \
-        const int64_t vl = (int64_t)(sizeof(VT) / 4);                                              \
-        int64_t o = 0;                                                                             \
-        for (; o + 8 * vl <= out; o += 8 * vl)                                                     \
-            SHIFTED8(gather8_##SFX, e, m, src + o, out, acc + o, s);                               \
-        if (o + 4 * vl <= out) gather4_##SFX(e, m, src + o, out, acc + o), o += 4 * vl;            \
-        if (o + 2 * vl <= out) gather2_##SFX(e, m, src + o, out, acc + o), o += 2 * vl;            \
-        if (o + vl <= out) gather1_##SFX(e, m, src + o, out, acc + o), o += vl;                    \
-        if (o < out) gather_tail(e, m, src + o, out, out - o, acc + o);                            \
-    }                                                                                              \
+    ROW_DRIVER(gather, SFX, VT, TARGET, SHIFTED8)                                                  \
     SCATTER_TILE(scatter8_##SFX, VT, 8)                                                            \
     SCATTER_TILE(scatter4_##SFX, VT, 4)                                                            \
     SCATTER_TILE(scatter2_##SFX, VT, 2)                                                            \
     SCATTER_TILE(scatter1_##SFX, VT, 1)                                                            \
-    TARGET INLINE void scatter_row_##SFX(const Entry *e, int64_t m, const float *d, int64_t out,   \
-                                         float *gw, int s) {                                       \
-        (void)s;                                                                                   \
-        const int64_t vl = (int64_t)(sizeof(VT) / 4);                                              \
-        int64_t o = 0;                                                                             \
-        for (; o + 8 * vl <= out; o += 8 * vl)                                                     \
-            SCATTER8(scatter8_##SFX, e, m, d + o, out, gw + o, s);                                 \
-        if (o + 4 * vl <= out) scatter4_##SFX(e, m, d + o, out, gw + o), o += 4 * vl;              \
-        if (o + 2 * vl <= out) scatter2_##SFX(e, m, d + o, out, gw + o), o += 2 * vl;              \
-        if (o + vl <= out) scatter1_##SFX(e, m, d + o, out, gw + o), o += vl;                      \
-        if (o < out) scatter_tail(e, m, d + o, out, out - o, gw + o);                              \
-    }
+    ROW_DRIVER(scatter, SFX, VT, TARGET, SCATTER8)
 
 /* Forward of cells [i0, i1): y_i += sum_k v_k W[idx_k, :], VALUES_BLOCK entries at a time.
  * Backward: prepare (entries, block offsets), then the gradient rows of gene blocks. */
