@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "src/gemm.h"
+#include "src/isa.h"
 
 void openblas_set_num_threads(int);
 
@@ -150,10 +151,10 @@ int main(int argc, char **argv) {
     if (custom.m > 0 && custom.n > 0 && custom.k > 0) list = &custom, nshape = 1;
 
     openblas_set_num_threads(1);
-    printf("av_sgemm %s; OpenBLAS on 1 thread per caller; best of %d samples; beta %g; C %d floats "
+    printf("av_sgemm path %s (ATLASVI_ISA); OpenBLAS on 1 thread per caller; best of %d samples; "
+           "beta %g; C %d floats "
            "past a line; GFLOP/s\n",
-           av_sgemm_native() ? "AVX-512 kernels" : "-> cblas_sgemm (no AVX-512)", 10 * reps, g_beta,
-           g_shift);
+           av_isa_name(av_isa()), 10 * reps, g_beta, g_shift);
     printf("%-20s %2s %2s %5s %5s %5s | %7s %7s %6s | %7s %7s %6s\n", "shape", "ta", "tb", "m", "n",
            "k", "blas1", "av1", "av/bl", "blasT", "avT", "av/bl");
     for (int s = 0; s < nshape; s++) {

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <omp.h>
 
+#include "src/isa.h"
 #include "src/mathx.h"
 
 /* sqrt(x) for finite x >= 0 without libm: sqrtf keeps the loop scalar because of its
@@ -27,7 +28,7 @@ static inline float sqrt_nonneg(float x) {
     return s + 0.5f * y * (x - s * s); /* 0 stays 0 */
 }
 
-AV_CLONES static void adam_range(float *restrict params, const float *restrict grads,
+AV_ISA_BODY void adam_range_body(float *restrict params, const float *restrict grads,
                                  float *restrict m, float *restrict v, int64_t n, float b1,
                                  float b2, float wd, float eps, float step_size,
                                  float inv_sqrt_bc2) {
@@ -41,6 +42,11 @@ AV_CLONES static void adam_range(float *restrict params, const float *restrict g
         params[i] -= step_size * mi / (sqrt_nonneg(vi) * inv_sqrt_bc2 + eps);
     }
 }
+AV_DISPATCH_VOID(adam_range,
+                 (float *restrict params, const float *restrict grads, float *restrict m,
+                  float *restrict v, int64_t n, float b1, float b2, float wd, float eps,
+                  float step_size, float inv_sqrt_bc2),
+                 (params, grads, m, v, n, b1, b2, wd, eps, step_size, inv_sqrt_bc2))
 
 AvAdam av_adam_defaults(void) {
     AvAdam a = {1e-3f, 0.9f, 0.999f, 0.01f, 1e-6f, 0};

@@ -11,6 +11,7 @@
 #include "src/app_stream.h"
 #include "src/cli.h"
 #include "src/cmd_common.h"
+#include "src/isa.h"
 #include "src/util.h"
 
 static void usage(FILE *f) {
@@ -297,12 +298,18 @@ int av_cmd_train(int argc, char **argv) {
     if (dist_rank() == 0) {
         /* main.c's choice of how idle OpenMP threads wait (or the user's) */
         const char *wait = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
-        fprintf(stderr,
-                "atlasvi: training scVI on %lld cells x %lld genes, %d batch(es), %d rank(s) x %d "
-                "thread(s), %d epochs, batch size %d; OpenMP waits %s, spin %s\n",
-                (long long)data.n_obs, (long long)setup.n_vars, cfg.n_batch, dist_size(),
-                omp_get_max_threads(), max_epochs, to.batch_size, wait ? wait : "default",
-                spin ? spin : "default");
+        const char *asked = getenv("ATLASVI_ISA");
+        fprintf(
+            stderr,
+            "atlasvi: training scVI on %lld cells x %lld genes, %d batch(es), %d rank(s) x %d "
+            "thread(s), %d epochs, batch size %d; OpenMP waits %s, spin %s; CPU kernels %s%s%s%s\n",
+            (long long)data.n_obs, (long long)setup.n_vars, cfg.n_batch, dist_size(),
+            omp_get_max_threads(), max_epochs, to.batch_size, wait ? wait : "default",
+            spin ? spin : "default", av_isa_name(av_isa()), asked && *asked ? " (ATLASVI_ISA=" : "",
+            asked && *asked ? asked : "",
+            asked && *asked
+                ? (strcmp(asked, av_isa_name(av_isa())) ? ": more than this CPU has)" : ")")
+                : "");
     }
     Checkpoint ck = {ckpt_path ? ckpt_path : ro.model_out, ckpt_every, &model, &setup, &st, &hist};
     if (ckpt_every) {

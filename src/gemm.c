@@ -1,19 +1,23 @@
-/* av_sgemm: row-major single-precision GEMM with AVX-512 kernels, tuned for the thin shapes
- * of the scVI step (m = 128 rows of a minibatch or of a hidden layer, n up to the genes,
- * k = 128 or the genes).
+/* av_sgemm: row-major single-precision GEMM tuned for the thin shapes of the scVI step
+ * (m = 128 rows of a minibatch or of a hidden layer, n up to the genes, k = 128 or the
+ * genes), with kernels for three CPU paths (src/isa.h): AVX-512, AVX2 + FMA, and generic C.
  *
  * Design (BLIS-like, reduced to what these shapes need):
- *  - Micro-kernel: an MR x NR = 8 x 32 tile of C in 16 zmm accumulators that start at zero;
- *    per step p two aligned loads of the packed B row and 8 broadcasts of A, 16 FMAs; then
- *    C = acc + beta C, masked past n (beta = 0 never loads C). Every element of C is thus
+ *  - Micro-kernel: an MR x NR = 8 x 32 tile of C. Its accumulators start at zero; per step
+ *    p of k each adds op(A)[r][p] * the packed B row with one FMA per element; then
+ *    C = acc + beta C (masked past n; beta = 0 never loads C). Every element of C is thus
  *    the same chain of FMAs over p in the same KC blocks of k (whose depths depend on k
- *    only), whatever the tiling or the number of threads: results are bitwise independent
- *    of the thread count.
+ *    only), whatever the tiling, the number of threads or the path: results are bitwise
+ *    independent of the thread count, and the paths agree bitwise where they have FMA.
+ *    AVX-512 holds the tile in 16 zmm registers; AVX2 runs it as 4-row x 16-column
+ *    sub-tiles (8 ymm accumulators, 16 registers in all); the generic kernel is plain C over
+ *    4 x 8 sub-tiles that the compiler vectorises (SSE, NEON, SVE). On CPUs without FMA the
+ *    generic kernel multiplies and adds (other last bits; deterministic all the same).
  *  - op(B) is packed one panel of kc x 32 (zero-padded past n) at a time into a 64-byte
  *    aligned per-thread buffer that stays in L1 while every row tile of C runs over it;
- *    tb = 1 packs through 16 x 16 in-register transposes. Software pipeline: while the row
- *    tiles run over panel q, each first packs its slice of panel q + 1 into the other half
- *    of the buffer, so that B's loads overlap the FMAs.
+ *    tb = 1 packs through 16 x 16 in-register transposes (AVX-512). Software pipeline:
+ *    while the row tiles run over panel q, each first packs its slice of panel q + 1 into
+ *    the other half of the buffer, so that B's loads overlap the FMAs.
  *  - op(A): where the block has many panels (the wide outputs, n = 2000) the MC x kc block
  *    of A is packed once into MR-interleaved micro-panels (one contiguous stream per tile);
  *    where it has few (dX: n = 128, k = 2000) the kernel broadcasts straight from A (rows of
@@ -24,16 +28,19 @@
  *  - Threads: the panels of 32 columns are split in contiguous ranges across the OpenMP
  *    team; where there are fewer panels than threads the rows are split in 8-row tiles.
  *    Never k. Inside a parallel region, or below AV_GEMM_PAR_MIN multiply-adds, it runs on
- *    the calling thread.
- * CPUs without AVX-512 (and AV_SGEMM=blas) take cblas_sgemm on the same split. */
+ *    the calling thread. */
 #include "src/gemm.h"
 
-#include <cblas.h>
-#include <immintrin.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "src/isa.h"
+#include "src/util.h"
+#ifdef AV_ISA_X86
+#include <immintrin.h>
+#endif
 
 #ifndef AV_GEMM_KC
 #define AV_GEMM_KC 256 /* deepest KC block: a packed panel of B is KC x 32 floats = 32 KiB */
@@ -64,23 +71,78 @@ static void buf_key_init(void) {
 static float *get_buf(void) {
     if (!thread_buf) {
         pthread_once(&buf_once, buf_key_init);
-        thread_buf = aligned_alloc(64, sizeof(float) * BUF_FLOATS);
-        if (thread_buf && buf_key_ok) pthread_setspecific(buf_key, thread_buf);
+        thread_buf = av_calloc_aligned(BUF_FLOATS, sizeof(float));
+        if (buf_key_ok) pthread_setspecific(buf_key, thread_buf);
     }
     return thread_buf;
 }
 
-#define AV_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
 #define AV_INLINE __attribute__((always_inline)) inline
+
+typedef void (*kernel_fn)(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
+                          int64_t ldc, float beta, const float *bias, int nc);
+/* tb = 0: bp[p][j] = b[p * ldb + j]; tb = 1: bp[p][j] = b[j * ldb + p]; for p < kc, j < nc,
+ * zero for nc <= j < NR */
+typedef void (*pack_b_fn)(int64_t kc, int64_t nc, const float *b, int64_t ldb, float *bp);
+/* The MR-row tile of op(A) at rows [0, mr), depths [0, kc) into ap[p][r] (MR floats per p,
+ * zero past mr): the kernel then reads it as a ta = 1 tile with lda = MR. */
+typedef void (*pack_a_fn)(int ta, int64_t mr, int64_t kc, const float *a, int64_t lda, float *ap);
+
+/* One path's kernels: kernel[ta][nv - 1][mr - 1] computes an mr x 16 nv tile (nv = 1 where
+ * the panel has at most 16 columns). */
+typedef struct {
+    kernel_fn kernel[2][2][MR];
+    pack_b_fn pack_b_n, pack_b_t;
+    pack_a_fn pack_a_tile;
+    int pack_a_always; /* 1: A packed whatever the panel count (its kernel reads A packed best) */
+} GemmPath;
+
+/* The kernel table of one path: kernel_##P##_TA_NV_R, R = 1 .. 8 rows */
+#define AV_KDEF(P, TA, NV, R)                                                                      \
+    static TARGET_##P void kernel_##P##_##TA##_##NV##_##R(int64_t kc, const float *a, int64_t lda, \
+                                                          const float *bp, float *c, int64_t ldc,  \
+                                                          float beta, const float *bias, int nc) { \
+        kernel_tpl_##P(R, NV, TA, kc, a, lda, bp, c, ldc, beta, bias, nc);                         \
+    }
+#define AV_KDEF_R(P, TA, NV)                                                                       \
+    AV_KDEF(P, TA, NV, 1)                                                                          \
+    AV_KDEF(P, TA, NV, 2)                                                                          \
+    AV_KDEF(P, TA, NV, 3)                                                                          \
+    AV_KDEF(P, TA, NV, 4)                                                                          \
+    AV_KDEF(P, TA, NV, 5)                                                                          \
+    AV_KDEF(P, TA, NV, 6)                                                                          \
+    AV_KDEF(P, TA, NV, 7)                                                                          \
+    AV_KDEF(P, TA, NV, 8)
+#define AV_KDEFS(P) AV_KDEF_R(P, 0, 1) AV_KDEF_R(P, 0, 2) AV_KDEF_R(P, 1, 1) AV_KDEF_R(P, 1, 2)
+#define AV_KROW(P, TA, NV)                                                                         \
+    {                                                                                              \
+        kernel_##P##_##TA##_##NV##_1, kernel_##P##_##TA##_##NV##_2, kernel_##P##_##TA##_##NV##_3,  \
+            kernel_##P##_##TA##_##NV##_4, kernel_##P##_##TA##_##NV##_5,                            \
+            kernel_##P##_##TA##_##NV##_6, kernel_##P##_##TA##_##NV##_7,                            \
+            kernel_##P##_##TA##_##NV##_8                                                           \
+    }
+#define AV_KTABLE(P)                                                                               \
+    {                                                                                              \
+        {AV_KROW(P, 0, 1), AV_KROW(P, 0, 2)}, {                                                    \
+            AV_KROW(P, 1, 1), AV_KROW(P, 1, 2)                                                     \
+        }                                                                                          \
+    }
+_Static_assert(MR == 8, "the kernel tables and the packing of A are written for MR = 8");
+
+/* ================================================================ AVX-512 */
+#ifdef AV_ISA_X86
+#define TARGET_avx512 __attribute__((target("avx512f,avx512vl,fma")))
+#define AV_AVX512 TARGET_avx512
 
 /* ---------------------------------------------------------------- micro-kernel */
 
 /* C[mr x nc] = acc + beta C, acc = sum over p < kc of op(A)[r][p] * bp[p][0..NR).
  * a points at op(A)[0][0] of the tile: element (r, p) is a[r * lda + p] (TA = 0) or
  * a[p * lda + r] (TA = 1). NV = 1 computes only the first 16 columns (nc <= 16). */
-static AV_INLINE AV_AVX512 void kernel_tpl(const int mr, const int nv, const int ta, int64_t kc,
-                                           const float *a, int64_t lda, const float *bp, float *c,
-                                           int64_t ldc, float beta, const float *bias, int nc) {
+static AV_INLINE AV_AVX512 void kernel_tpl_avx512(const int mr, const int nv, const int ta,
+                                                  int64_t kc, const float *a, int64_t lda,
+                                                  const float *bp, float *c, int64_t ldc,
+                                                  float beta, const float *bias, int nc) {
     __m512 acc[MR][2];
 #pragma GCC unroll 16
     for (int r = 0; r < mr; r++) {
@@ -147,38 +209,7 @@ static AV_INLINE AV_AVX512 void kernel_tpl(const int mr, const int nv, const int
     }
 }
 
-typedef void (*kernel_fn)(int64_t kc, const float *a, int64_t lda, const float *bp, float *c,
-                          int64_t ldc, float beta, const float *bias, int nc);
-
-#define AV_KDEF(TA, NV, R)                                                                         \
-    static AV_AVX512 void kernel_##TA##_##NV##_##R(int64_t kc, const float *a, int64_t lda,        \
-                                                   const float *bp, float *c, int64_t ldc,         \
-                                                   float beta, const float *bias, int nc) {        \
-        kernel_tpl(R, NV, TA, kc, a, lda, bp, c, ldc, beta, bias, nc);                             \
-    }
-#define AV_KDEF_R(TA, NV)                                                                          \
-    AV_KDEF(TA, NV, 1)                                                                             \
-    AV_KDEF(TA, NV, 2)                                                                             \
-    AV_KDEF(TA, NV, 3)                                                                             \
-    AV_KDEF(TA, NV, 4)                                                                             \
-    AV_KDEF(TA, NV, 5)                                                                             \
-    AV_KDEF(TA, NV, 6)                                                                             \
-    AV_KDEF(TA, NV, 7)                                                                             \
-    AV_KDEF(TA, NV, 8)
-AV_KDEF_R(0, 1)
-AV_KDEF_R(0, 2)
-AV_KDEF_R(1, 1)
-AV_KDEF_R(1, 2)
-#define AV_KROW(TA, NV)                                                                            \
-    {                                                                                              \
-        kernel_##TA##_##NV##_1, kernel_##TA##_##NV##_2, kernel_##TA##_##NV##_3,                    \
-            kernel_##TA##_##NV##_4, kernel_##TA##_##NV##_5, kernel_##TA##_##NV##_6,                \
-            kernel_##TA##_##NV##_7, kernel_##TA##_##NV##_8                                         \
-    }
-/* kernels[ta][nv - 1][mr - 1] */
-static const kernel_fn kernels[2][2][8] = {{AV_KROW(0, 1), AV_KROW(0, 2)},
-                                           {AV_KROW(1, 1), AV_KROW(1, 2)}};
-_Static_assert(MR == 8, "the kernel table and the packing of A are written for MR = 8");
+AV_KDEFS(avx512)
 
 /* ---------------------------------------------------------------- packing op(B) */
 
@@ -186,8 +217,8 @@ static AV_INLINE AV_AVX512 __mmask16 mask_first(int64_t n) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
-/* tb = 0: bp[p][j] = b[p * ldb + j] for p < kc, j < nc, zero for nc <= j < NR */
-static AV_AVX512 void pack_b_n(int64_t kc, int64_t nc, const float *b, int64_t ldb, float *bp) {
+static AV_AVX512 void pack_b_n_avx512(int64_t kc, int64_t nc, const float *b, int64_t ldb,
+                                      float *bp) {
     __mmask16 m0 = mask_first(nc), m1 = mask_first(nc - 16);
     if (nc == NR) {
         for (int64_t p = 0; p < kc; p++) {
@@ -231,8 +262,8 @@ static AV_INLINE AV_AVX512 void transpose16(__m512 r[16]) {
     }
 }
 
-/* tb = 1: bp[p][j] = b[j * ldb + p] for p < kc, j < nc, zero for nc <= j < NR */
-static AV_AVX512 void pack_b_t(int64_t kc, int64_t nc, const float *b, int64_t ldb, float *bp) {
+static AV_AVX512 void pack_b_t_avx512(int64_t kc, int64_t nc, const float *b, int64_t ldb,
+                                      float *bp) {
     __m512 r[16];
     for (int64_t p0 = 0; p0 < kc; p0 += 16) {
         int64_t pk = kc - p0 < 16 ? kc - p0 : 16;
@@ -256,10 +287,8 @@ static AV_AVX512 void pack_b_t(int64_t kc, int64_t nc, const float *b, int64_t l
 
 /* ---------------------------------------------------------------- packing op(A) */
 
-/* The MR-row tile of op(A) at rows [0, mr), depths [0, kc) into ap[p][r] (MR floats per p,
- * zero past mr): the kernel then reads it as a ta = 1 tile with lda = MR. */
-static AV_AVX512 void pack_a_tile(int ta, int64_t mr, int64_t kc, const float *a, int64_t lda,
-                                  float *ap) {
+static AV_AVX512 void pack_a_tile_avx512(int ta, int64_t mr, int64_t kc, const float *a,
+                                         int64_t lda, float *ap) {
     if (ta) { /* a[p * lda + r]: MR contiguous floats per p */
         __mmask16 mr_mask = mask_first(mr);
         for (int64_t p = 0; p < kc; p++)
@@ -278,6 +307,183 @@ static AV_AVX512 void pack_a_tile(int ta, int64_t mr, int64_t kc, const float *a
         for (int p = 0; p < pk; p++)
             _mm512_mask_storeu_ps(ap + (p0 + p) * MR, (__mmask16)0xFF, r[p]);
     }
+}
+
+static const GemmPath path_avx512 = {AV_KTABLE(avx512), pack_b_n_avx512, pack_b_t_avx512,
+                                     pack_a_tile_avx512, 0};
+
+/* ================================================================ AVX2 + FMA */
+#define TARGET_avx2 __attribute__((target("avx2,fma")))
+
+/* The columns [0, cols) of 8 as a maskload / maskstore mask (cols may be <= 0 or >= 8) */
+static AV_INLINE TARGET_avx2 __m256i mask8(int cols) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Stores rr rows of 16 accumulated columns: C = acc (+ bias, or + beta C), the first `cols`
+ * columns only; the same operations as the AVX-512 store. */
+static AV_INLINE TARGET_avx2 void store_avx2(int rr, __m256 acc[4][2], float *c, int64_t ldc,
+                                             float beta, const float *bias, int cols) {
+    __m256i m0 = mask8(cols), m1 = mask8(cols - 8);
+    __m256 b0 = _mm256_setzero_ps(), b1 = b0, bv = _mm256_set1_ps(beta);
+    if (bias) b0 = _mm256_maskload_ps(bias, m0), b1 = _mm256_maskload_ps(bias + 8, m1);
+#pragma GCC unroll 4
+    for (int r = 0; r < rr; r++) {
+        float *cr = c + r * ldc;
+        __m256 v0 = acc[r][0], v1 = acc[r][1];
+        if (bias) {
+            v0 = _mm256_add_ps(b0, v0), v1 = _mm256_add_ps(b1, v1);
+        } else if (beta != 0.0f) {
+            v0 = _mm256_fmadd_ps(bv, _mm256_maskload_ps(cr, m0), v0);
+            v1 = _mm256_fmadd_ps(bv, _mm256_maskload_ps(cr + 8, m1), v1);
+        }
+        if (cols >= 16) {
+            _mm256_storeu_ps(cr, v0), _mm256_storeu_ps(cr + 8, v1);
+        } else {
+            _mm256_maskstore_ps(cr, m0, v0), _mm256_maskstore_ps(cr + 8, m1, v1);
+        }
+    }
+}
+
+/* The mr x 16 nv tile as 4-row x 16-column sub-tiles: 8 accumulators, two B rows and a
+ * broadcast of A in registers; A and the packed B are read once per sub-tile from L1. */
+static AV_INLINE TARGET_avx2 void kernel_tpl_avx2(const int mr, const int nv, const int ta,
+                                                  int64_t kc, const float *a, int64_t lda,
+                                                  const float *bp, float *c, int64_t ldc,
+                                                  float beta, const float *bias, int nc) {
+#pragma GCC unroll 2
+    for (int r0 = 0; r0 < mr; r0 += 4) {
+        const int rr = mr - r0 < 4 ? mr - r0 : 4;
+#pragma GCC unroll 2
+        for (int h = 0; h < nv; h++) {
+            __m256 acc[4][2];
+#pragma GCC unroll 4
+            for (int r = 0; r < rr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+            const float *bh = bp + 16 * h;
+            if (ta) {
+                const float *ap = a + r0;
+#pragma GCC unroll 2
+                for (int64_t p = 0; p < kc; p++) {
+                    __m256 b0 = _mm256_load_ps(bh + p * NR), b1 = _mm256_load_ps(bh + p * NR + 8);
+#pragma GCC unroll 4
+                    for (int r = 0; r < rr; r++) {
+                        __m256 ar = _mm256_broadcast_ss(ap + p * lda + r);
+                        acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+                    }
+                }
+            } else {
+                const float *ar0 = a + r0 * lda;
+#pragma GCC unroll 2
+                for (int64_t p = 0; p < kc; p++) {
+                    __m256 b0 = _mm256_load_ps(bh + p * NR), b1 = _mm256_load_ps(bh + p * NR + 8);
+#pragma GCC unroll 4
+                    for (int r = 0; r < rr; r++) {
+                        __m256 ar = _mm256_broadcast_ss(ar0 + r * lda + p);
+                        acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+                        acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+                    }
+                }
+            }
+            store_avx2(rr, acc, c + r0 * ldc + 16 * h, ldc, beta, bias ? bias + 16 * h : NULL,
+                       nc - 16 * h);
+        }
+    }
+}
+AV_KDEFS(avx2)
+#endif /* AV_ISA_X86 */
+
+/* ================================================================ generic C */
+/* Plain C over 4-row x 8-column sub-tiles (32 accumulators: 8 SSE / NEON registers), loops
+ * of fixed trip counts that the compiler unrolls and vectorises. `acc += a * b` is one FMA
+ * where the target has it (GCC contracts it: -ffp-contract=fast is its default for C). */
+#define TARGET_generic
+static AV_INLINE void kernel_tpl_generic(const int mr, const int nv, const int ta, int64_t kc,
+                                         const float *a, int64_t lda, const float *bp, float *c,
+                                         int64_t ldc, float beta, const float *bias, int nc) {
+#pragma GCC unroll 2
+    for (int r0 = 0; r0 < mr; r0 += 4) {
+        const int rr = mr - r0 < 4 ? mr - r0 : 4;
+#pragma GCC unroll 4
+        for (int q = 0; q < 2 * nv; q++) {
+            float acc[4][8] = {{0}};
+            const float *bq = bp + 8 * q;
+            for (int64_t p = 0; p < kc; p++) {
+                const float *bpp = bq + p * NR;
+#pragma GCC unroll 4
+                for (int r = 0; r < rr; r++) {
+                    float ar = ta ? a[p * lda + r0 + r] : a[(r0 + r) * lda + p];
+#pragma GCC unroll 8
+                    for (int j = 0; j < 8; j++) acc[r][j] += ar * bpp[j];
+                }
+            }
+            int cols = nc - 8 * q < 8 ? nc - 8 * q : 8;
+            for (int r = 0; r < rr; r++) {
+                float *cr = c + (r0 + r) * ldc + 8 * q;
+                for (int j = 0; j < cols; j++)
+                    cr[j] = bias           ? bias[8 * q + j] + acc[r][j]
+                            : beta == 0.0f ? acc[r][j]
+                                           : beta * cr[j] + acc[r][j];
+            }
+        }
+    }
+}
+AV_KDEFS(generic)
+
+/* The packing, in plain C: bodies compiled for AVX2 and for the baseline. */
+AV_ISA_BODY void pack_b_n_body(int64_t kc, int64_t nc, const float *b, int64_t ldb, float *bp) {
+    for (int64_t p = 0; p < kc; p++) {
+        const float *br = b + p * ldb;
+        float *d = bp + p * NR;
+        for (int64_t j = 0; j < NR; j++) d[j] = j < nc ? br[j] : 0.0f;
+    }
+}
+AV_ISA_BODY void pack_b_t_body(int64_t kc, int64_t nc, const float *b, int64_t ldb, float *bp) {
+    for (int64_t j = 0; j < NR; j++) {
+        const float *bj = b + j * ldb;
+        if (j < nc)
+            for (int64_t p = 0; p < kc; p++) bp[p * NR + j] = bj[p];
+        else
+            for (int64_t p = 0; p < kc; p++) bp[p * NR + j] = 0.0f;
+    }
+}
+AV_ISA_BODY void pack_a_tile_body(int ta, int64_t mr, int64_t kc, const float *a, int64_t lda,
+                                  float *ap) {
+    for (int64_t p = 0; p < kc; p++)
+        for (int64_t r = 0; r < MR; r++)
+            ap[p * MR + r] = r >= mr ? 0.0f : ta ? a[p * lda + r] : a[r * lda + p];
+}
+#define AV_PACKS(P)                                                                                \
+    static TARGET_##P void pack_b_n_##P(int64_t kc, int64_t nc, const float *b, int64_t ldb,       \
+                                        float *bp) {                                               \
+        pack_b_n_body(kc, nc, b, ldb, bp);                                                         \
+    }                                                                                              \
+    static TARGET_##P void pack_b_t_##P(int64_t kc, int64_t nc, const float *b, int64_t ldb,       \
+                                        float *bp) {                                               \
+        pack_b_t_body(kc, nc, b, ldb, bp);                                                         \
+    }                                                                                              \
+    static TARGET_##P void pack_a_tile_##P(int ta, int64_t mr, int64_t kc, const float *a,         \
+                                           int64_t lda, float *ap) {                               \
+        pack_a_tile_body(ta, mr, kc, a, lda, ap);                                                  \
+    }
+AV_PACKS(generic)
+/* A always packed: the compiler vectorises the kernel's loads of A only from a packed tile */
+static const GemmPath path_generic = {AV_KTABLE(generic), pack_b_n_generic, pack_b_t_generic,
+                                      pack_a_tile_generic, 1};
+#ifdef AV_ISA_X86
+AV_PACKS(avx2)
+static const GemmPath path_avx2 = {AV_KTABLE(avx2), pack_b_n_avx2, pack_b_t_avx2, pack_a_tile_avx2,
+                                   0};
+#endif
+
+/* The kernels of the path av_isa() says. */
+static const GemmPath *gemm_path(void) {
+#ifdef AV_ISA_X86
+    AvIsa isa = av_isa();
+    if (isa == AV_ISA_AVX512) return &path_avx512;
+    if (isa == AV_ISA_AVX2) return &path_avx2;
+#endif
+    return &path_generic;
 }
 
 /* ---------------------------------------------------------------- one thread's block */
@@ -326,12 +532,12 @@ static int panel_at(int64_t idx, int64_t m, int64_t n, int64_t k, int64_t kb, in
 }
 
 /* Packs rows [p0, p1) of panel q (p0 a multiple of 16) into its place in bp. */
-static AV_AVX512 void pack_slice(int tb, const Panel *q, const float *b, int64_t ldb, int64_t p0,
-                                 int64_t p1, float *bp) {
+static void pack_slice(const GemmPath *P, int tb, const Panel *q, const float *b, int64_t ldb,
+                       int64_t p0, int64_t p1, float *bp) {
     if (tb)
-        pack_b_t(p1 - p0, q->nc, b + q->jc * ldb + q->pc + p0, ldb, bp + p0 * NR);
+        P->pack_b_t(p1 - p0, q->nc, b + q->jc * ldb + q->pc + p0, ldb, bp + p0 * NR);
     else
-        pack_b_n(p1 - p0, q->nc, b + (q->pc + p0) * ldb + q->jc, ldb, bp + p0 * NR);
+        P->pack_b_n(p1 - p0, q->nc, b + (q->pc + p0) * ldb + q->jc, ldb, bp + p0 * NR);
 }
 
 /* The rows of a panel split in `parts` slices of a multiple of 16. */
@@ -344,16 +550,16 @@ static int64_t slice_rows(int64_t kc, int64_t parts) {
  * over the panels of B: while the row tiles of C run over panel q (packed in one half of
  * the buffer), each tile first packs its slice of panel q + 1 into the other half, so that
  * B's loads overlap the FMAs instead of stalling between panels. */
-static AV_AVX512 void block_avx512(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
-                                   int64_t lda, const float *b, int64_t ldb, float beta,
-                                   const float *bias, float *c, int64_t ldc, float *buf) {
+static void block_run(const GemmPath *P, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                      const float *a, int64_t lda, const float *b, int64_t ldb, float beta,
+                      const float *bias, float *c, int64_t ldc, float *buf) {
     float *bbuf[2] = {buf, buf + KC * NR}, *abuf = buf + BUF_B;
     int64_t kb = depth_block(k);
     int64_t first = first_panel(c, ldc);
-    int pack_a = panel_count(n, first) >= AV_GEMM_PACK_A_PANELS;
+    int pack_a = P->pack_a_always || panel_count(n, first) >= AV_GEMM_PACK_A_PANELS;
     Panel cur, nxt;
     if (!panel_at(0, m, n, k, kb, first, &cur)) return;
-    pack_slice(tb, &cur, b, ldb, 0, cur.kc, bbuf[0]);
+    pack_slice(P, tb, &cur, b, ldb, 0, cur.kc, bbuf[0]);
     for (int64_t idx = 0;; idx++) {
         int hn = panel_at(idx + 1, m, n, k, kb, first, &nxt);
         const float *bp = bbuf[idx & 1];
@@ -363,16 +569,16 @@ static AV_AVX512 void block_avx512(int ta, int tb, int64_t m, int64_t n, int64_t
             for (int64_t t = 0; t < ntile; t++) {
                 int64_t i = cur.ic + t * MR,
                         mr = cur.ic + cur.mc - i < MR ? cur.ic + cur.mc - i : MR;
-                pack_a_tile(ta, mr, cur.kc, ta ? a + cur.pc * lda + i : a + i * lda + cur.pc, lda,
-                            abuf + t * cur.kc * MR);
+                P->pack_a_tile(ta, mr, cur.kc, ta ? a + cur.pc * lda + i : a + i * lda + cur.pc,
+                               lda, abuf + t * cur.kc * MR);
             }
-        const kernel_fn *kr = kernels[pack_a || ta][cur.nc > 16];
+        const kernel_fn *kr = P->kernel[pack_a || ta][cur.nc > 16];
         float bt = cur.pc == 0 ? beta : 1.0f;
         const float *bb = bias && cur.pc == 0 ? bias + cur.jc : NULL; /* first k block only */
         for (int64_t t = 0; t < ntile; t++) {
             if (hn && t * sn < nxt.kc)
-                pack_slice(tb, &nxt, b, ldb, t * sn, (t + 1) * sn < nxt.kc ? (t + 1) * sn : nxt.kc,
-                           bn);
+                pack_slice(P, tb, &nxt, b, ldb, t * sn,
+                           (t + 1) * sn < nxt.kc ? (t + 1) * sn : nxt.kc, bn);
             int64_t i = cur.ic + t * MR, mr = cur.ic + cur.mc - i < MR ? cur.ic + cur.mc - i : MR;
             float *ct = c + i * ldc + cur.jc;
             if (pack_a)
@@ -386,27 +592,7 @@ static AV_AVX512 void block_avx512(int ta, int tb, int64_t m, int64_t n, int64_t
     }
 }
 
-/* ---------------------------------------------------------------- fallback and driver */
-
-static void block_blas(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                       const float *b, int64_t ldb, float beta, float *c, int64_t ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
-}
-
-static int native_state = -1; /* -1 unknown, 0 cblas, 1 AVX-512 */
-
-int av_sgemm_native(void) {
-    int s = __atomic_load_n(&native_state, __ATOMIC_RELAXED);
-    if (s < 0) {
-        __builtin_cpu_init();
-        const char *env = getenv("AV_SGEMM");
-        s = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-            __builtin_cpu_supports("fma") && !(env && strcmp(env, "blas") == 0);
-        __atomic_store_n(&native_state, s, __ATOMIC_RELAXED);
-    }
-    return s;
-}
+/* ---------------------------------------------------------------- driver */
 
 /* Rows [*m0, *m1) and columns [*n0, *n1) of C for thread t of nt: contiguous ranges of NR
  * column panels, or of MR row tiles where there are fewer panels than threads. */
@@ -424,7 +610,7 @@ static void thread_range(int64_t m, int64_t n, const float *c, int64_t ldc, int 
     }
 }
 
-/* C = beta C, or C rows = bias where there is one (k = 0, and before cblas_sgemm). */
+/* C = beta C, or C rows = bias where there is one (k = 0). */
 static void scale_or_fill(int64_t m, int64_t n, float beta, const float *bias, float *c,
                           int64_t ldc) {
     for (int64_t i = 0; i < m; i++)
@@ -432,21 +618,15 @@ static void scale_or_fill(int64_t m, int64_t n, float beta, const float *bias, f
             c[i * ldc + j] = bias ? bias[j] : beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
 }
 
-static void run_block(int native, int ta, int tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1,
-                      int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb,
-                      float beta, const float *bias, float *c, int64_t ldc) {
+static void run_block(const GemmPath *P, int ta, int tb, int64_t m0, int64_t m1, int64_t n0,
+                      int64_t n1, int64_t k, const float *a, int64_t lda, const float *b,
+                      int64_t ldb, float beta, const float *bias, float *c, int64_t ldc) {
     if (m1 <= m0 || n1 <= n0) return;
     a += ta ? m0 : m0 * lda;
     b += tb ? n0 * ldb : n0;
     c += m0 * ldc + n0;
     if (bias) bias += n0;
-    float *buf = native ? get_buf() : NULL;
-    if (buf) {
-        block_avx512(ta, tb, m1 - m0, n1 - n0, k, a, lda, b, ldb, beta, bias, c, ldc, buf);
-    } else {
-        if (bias) scale_or_fill(m1 - m0, n1 - n0, beta, bias, c, ldc), beta = 1.0f;
-        block_blas(ta, tb, m1 - m0, n1 - n0, k, a, lda, b, ldb, beta, c, ldc);
-    }
+    block_run(P, ta, tb, m1 - m0, n1 - n0, k, a, lda, b, ldb, beta, bias, c, ldc, get_buf());
 }
 
 static void sgemm_epilogue(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
@@ -457,17 +637,17 @@ static void sgemm_epilogue(int ta, int tb, int64_t m, int64_t n, int64_t k, cons
         scale_or_fill(m, n, beta, bias, c, ldc);
         return;
     }
-    int native = av_sgemm_native();
+    const GemmPath *P = gemm_path();
     if (omp_in_parallel() || omp_get_max_threads() == 1 ||
         (double)m * (double)n * (double)k < AV_GEMM_PAR_MIN) {
-        run_block(native, ta, tb, 0, m, 0, n, k, a, lda, b, ldb, beta, bias, c, ldc);
+        run_block(P, ta, tb, 0, m, 0, n, k, a, lda, b, ldb, beta, bias, c, ldc);
         return;
     }
 #pragma omp parallel
     {
         int64_t m0, m1, n0, n1;
         thread_range(m, n, c, ldc, omp_get_thread_num(), omp_get_num_threads(), &m0, &m1, &n0, &n1);
-        run_block(native, ta, tb, m0, m1, n0, n1, k, a, lda, b, ldb, beta, bias, c, ldc);
+        run_block(P, ta, tb, m0, m1, n0, n1, k, a, lda, b, ldb, beta, bias, c, ldc);
     }
 }
 

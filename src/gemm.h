@@ -7,8 +7,8 @@
  * Called outside a parallel region it runs on the OpenMP team (omp_get_max_threads()
  * threads, columns of C split across them, never k); inside one it runs serially on the
  * calling thread. Each element of C is one fixed sequence of FMAs over k, so results do
- * not depend on the number of threads. AVX-512 kernels where the CPU has them, OpenBLAS's
- * cblas_sgemm otherwise. */
+ * not depend on the number of threads. Kernels for AVX-512, AVX2 + FMA and generic C, the
+ * path av_isa() says (src/isa.h); the FMA paths give bitwise the same C. */
 #ifndef AV_GEMM_H
 #define AV_GEMM_H
 
@@ -22,9 +22,5 @@ void av_sgemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, i
  * av_sgemm with beta = 1 gives, with one pass over C instead of three. */
 void av_sgemm_bias(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                    const float *b, int64_t ldb, const float *bias, float *c, int64_t ldc);
-
-/* 1 when av_sgemm runs its own AVX-512 kernels on this CPU, 0 when it calls cblas_sgemm.
- * The environment variable AV_SGEMM=blas forces the cblas path (for comparisons). */
-int av_sgemm_native(void);
 
 #endif

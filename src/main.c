@@ -8,6 +8,8 @@
 
 #include "dist/dist.h"
 #include "src/cli.h"
+#include "src/isa.h"
+#include "src/util.h"
 
 static const struct {
     const char *name;
@@ -93,6 +95,11 @@ static void prefer_passive_openmp(int argc, char **argv) {
 int main(int argc, char **argv) {
     prefer_passive_openmp(argc, argv);
     openblas_set_num_threads(1); /* ops.c splits GEMMs over the OpenMP threads itself */
+    char err[AV_ERRLEN];
+    if (av_isa_from_env(err, NULL)) { /* on every rank, before MPI starts */
+        fprintf(stderr, "atlasvi: error: %s\n", err);
+        return 2;
+    }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

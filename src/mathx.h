@@ -7,16 +7,6 @@
 
 #include "src/rng.h"
 
-/* CPU kernels that dominate a step get AVX2 and AVX-512 clones, picked once at load
- * time by CPU (the baseline build targets x86-64-v2, SSE4.2, so one binary runs
- * anywhere). Clones differ from the baseline only by FMA contraction in the last bits. */
-#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__) &&     \
-    defined(__linux__)
-#define AV_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define AV_CLONES
-#endif
-
 #define AV_NB_EPS 1e-8f /* scvi-tools' eps inside every log of the NB family */
 
 /* log Gamma(x) for x > 0: shift to x >= 8, then Stirling's series. */

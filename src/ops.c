@@ -13,6 +13,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "src/isa.h"
 #include "src/mathx.h"
 #include "src/ops_impl.h"
 #include "src/util.h"
@@ -186,7 +187,7 @@ void av_lgamma_table_init(void) {
 }
 
 /* Per-column sums of x and x^2 over n rows of c, in double (s[0..c), s[c..2c)). */
-AV_CLONES static void column_moments(const float *restrict x, int64_t n, int64_t c,
+AV_ISA_BODY void column_moments_body(const float *restrict x, int64_t n, int64_t c,
                                      double *restrict s) {
     memset(s, 0, sizeof(double) * 2 * (size_t)c);
     for (int64_t i = 0; i < n; i++)
@@ -197,9 +198,11 @@ AV_CLONES static void column_moments(const float *restrict x, int64_t n, int64_t
             s[c + j] += v * v;
         }
 }
+AV_DISPATCH_VOID(column_moments,
+                 (const float *restrict x, int64_t n, int64_t c, double *restrict s), (x, n, c, s))
 
 /* Per-column sums of dy and dy * xhat (xhat = (x - mean) istd) over n rows of c. */
-AV_CLONES static void column_grad_moments(const float *restrict x, const float *restrict dy,
+AV_ISA_BODY void column_grad_moments_body(const float *restrict x, const float *restrict dy,
                                           const float *restrict mean, const float *restrict istd,
                                           int64_t n, int64_t c, double *restrict s) {
     memset(s, 0, sizeof(double) * 2 * (size_t)c);
@@ -211,6 +214,10 @@ AV_CLONES static void column_grad_moments(const float *restrict x, const float *
             s[c + j] += d * xh;
         }
 }
+AV_DISPATCH_VOID(column_grad_moments,
+                 (const float *restrict x, const float *restrict dy, const float *restrict mean,
+                  const float *restrict istd, int64_t n, int64_t c, double *restrict s),
+                 (x, dy, mean, istd, n, c, s))
 
 static void batchnorm_forward(AvGraph *g, AvNode *nd) {
     AvTensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *y = nd->out;
@@ -359,7 +366,7 @@ static void dropout_forward(AvGraph *g, AvNode *nd) {
 
 /* Row softmax with the vectorized exp; the sums run in float lanes (a row of a few
  * thousand terms in [0, 1]: relative error ~1e-7, far inside the tests' tolerances). */
-AV_CLONES static void softmax_row(const float *restrict x, float *restrict y, int64_t c) {
+AV_ISA_BODY void softmax_row_body(const float *restrict x, float *restrict y, int64_t c) {
     float mx = x[0], s = 0;
 #pragma omp simd reduction(max : mx)
     for (int64_t j = 0; j < c; j++) mx = x[j] > mx ? x[j] : mx;
@@ -373,8 +380,9 @@ AV_CLONES static void softmax_row(const float *restrict x, float *restrict y, in
 #pragma omp simd
     for (int64_t j = 0; j < c; j++) y[j] *= inv;
 }
+AV_DISPATCH_VOID(softmax_row, (const float *restrict x, float *restrict y, int64_t c), (x, y, c))
 
-AV_CLONES static void softmax_row_backward(const float *restrict y, const float *restrict gy,
+AV_ISA_BODY void softmax_row_backward_body(const float *restrict y, const float *restrict gy,
                                            float *restrict gx, int64_t c, int assign) {
     float s = 0;
 #pragma omp simd reduction(+ : s)
@@ -387,6 +395,10 @@ AV_CLONES static void softmax_row_backward(const float *restrict y, const float 
         for (int64_t j = 0; j < c; j++) gx[j] += y[j] * (gy[j] - s);
     }
 }
+AV_DISPATCH_VOID(softmax_row_backward,
+                 (const float *restrict y, const float *restrict gy, float *restrict gx, int64_t c,
+                  int assign),
+                 (y, gy, gx, c, assign))
 
 static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
     AvTensor *x = nd->in[0], *y = nd->out;
@@ -425,7 +437,7 @@ static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
 
 /* ReLU's gradient as a select, so that it vectorizes (a branch per element kept it scalar:
  * ~8 ns per element). */
-AV_CLONES static void relu_backward(const float *restrict x, const float *restrict gy,
+AV_ISA_BODY void relu_backward_body(const float *restrict x, const float *restrict gy,
                                     float *restrict gx, int64_t count, int assign) {
     if (assign) {
 #pragma omp simd
@@ -435,6 +447,10 @@ AV_CLONES static void relu_backward(const float *restrict x, const float *restri
         for (int64_t k = 0; k < count; k++) gx[k] += x[k] > 0.0f ? gy[k] : 0.0f;
     }
 }
+AV_DISPATCH_VOID(relu_backward,
+                 (const float *restrict x, const float *restrict gy, float *restrict gx,
+                  int64_t count, int assign),
+                 (x, gy, gx, count, assign))
 
 static void node_backward_elementwise(AvGraph *g, AvNode *nd) {
     AvTensor *x = nd->in[0], *y = nd->out;
@@ -523,13 +539,14 @@ static void loss_forward(AvGraph *g, AvNode *nd, int backward) {
 }
 
 /* A cell's total count in double lanes (one add chain per lane, not one for the row). */
-AV_CLONES static double row_sum(const AvBatch *bt, int64_t i) {
+AV_ISA_BODY double row_sum_body(const AvBatch *bt, int64_t i) {
     double s = 0;
     const float *c = bt->counts;
 #pragma omp simd reduction(+ : s)
     for (int64_t k = bt->indptr[i]; k < bt->indptr[i + 1]; k++) s += c[k];
     return s;
 }
+AV_DISPATCH(double, row_sum, (const AvBatch *bt, int64_t i), (bt, i))
 
 static void input_forward(AvGraph *g, AvNode *nd) {
     const AvBatch *bt = g->batch;

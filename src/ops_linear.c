@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "src/gemm.h"
+#include "src/isa.h"
 #include "src/mathx.h"
 #include "src/ops_impl.h"
 
@@ -27,7 +28,7 @@ static void bias_rows(float *y, const float *bias, int64_t n, int64_t out) {
 
 /* gb (=, or += when accumulating) column sums of gy [n, out]: each thread owns a range of
  * columns, so the sums do not depend on the thread count. */
-AV_CLONES static void bias_grad_cols(const float *restrict gy, float *restrict gb, int64_t n,
+AV_ISA_BODY void bias_grad_cols_body(const float *restrict gy, float *restrict gb, int64_t n,
                                      int64_t out, int64_t o0, int64_t o1, int assign) {
     if (assign)
         for (int64_t o = o0; o < o1; o++) gb[o] = 0.0f;
@@ -37,6 +38,10 @@ AV_CLONES static void bias_grad_cols(const float *restrict gy, float *restrict g
         for (int64_t o = o0; o < o1; o++) gb[o] += r[o];
     }
 }
+AV_DISPATCH_VOID(bias_grad_cols,
+                 (const float *restrict gy, float *restrict gb, int64_t n, int64_t out, int64_t o0,
+                  int64_t o1, int assign),
+                 (gy, gb, n, out, o0, o1, assign))
 
 static void bias_grad(const float *gy, float *gb, int64_t n, int64_t out, int assign) {
 #pragma omp parallel if (n * out >= LINEAR_PAR_MIN)

@@ -7,6 +7,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "src/isa.h"
 #include "src/mathx.h"
 #include "src/ops_impl.h"
 #include "src/util.h"
@@ -15,7 +16,7 @@
  * shift to x >= 8 (a fixed 8 steps, each lane keeping its product p past 8 and its
  * derivative p' for the digamma shift -p' / p: one division, not one per step) and series,
  * with av_log_d for libm's log. Only the series of the rarer counts (above 16) read these. */
-AV_CLONES static void lgamma_digamma_row(int64_t n, const float *th, float *lg, float *dg) {
+AV_ISA_BODY void lgamma_digamma_row_body(int64_t n, const float *th, float *lg, float *dg) {
 #pragma omp simd
     for (int64_t j = 0; j < n; j++) {
         double x = th[j], p = 1.0, dp = 0.0;
@@ -33,6 +34,8 @@ AV_CLONES static void lgamma_digamma_row(int64_t n, const float *th, float *lg, 
                         r2 * (1.0 / 12 - r2 * (1.0 / 120 - r2 * (1.0 / 252 - r2 / 240))));
     }
 }
+AV_DISPATCH_VOID(lgamma_digamma_row, (int64_t n, const float *th, float *lg, float *dg),
+                 (n, th, lg, dg))
 
 /* Per-gene tables of the dispersion, laid out [code][gene] so that a cell's row is
  * contiguous: theta, log(theta + eps), 1 / (theta + eps), lgamma(theta), digamma(theta). */
@@ -86,7 +89,7 @@ static void *nll_scratch_alloc(NllScratch *w, int64_t G) {
  * computed already (vcls 0). One log of a double and one division each:
  * av_lgamma_digamma_diff's arithmetic, vectorized. Ranges of whole vectors; the results
  * replace the inputs vlg, vdg, vmu, then go to the per-gene records. */
-AV_CLONES static void nll_nonzero_terms(int nr, int r1, int s0, int ns, int s1,
+AV_ISA_BODY void nll_nonzero_terms_body(int nr, int r1, int s0, int ns, int s1,
                                         const NllScratch *w) {
     const float *vx = w->vx, *vth = w->vth, *vmu = w->vmu, *vlgc = w->vlgc, *vcls = w->vcls;
     float *vlg = w->vlg, *vdg = w->vdg, *vme = w->vmu;
@@ -130,6 +133,8 @@ AV_CLONES static void nll_nonzero_terms(int nr, int r1, int s0, int ns, int s1,
         nzl[j] = vme[t], nzg[j] = vlg[t], nzd[j] = vdg[t];
     }
 }
+AV_DISPATCH_VOID(nll_nonzero_terms, (int nr, int r1, int s0, int ns, int s1, const NllScratch *w),
+                 (nr, r1, s0, ns, s1, w))
 
 /* One cell's non-zeros into the per-gene records of the scratch: classified and gathered
  * here (rising factorials from the front of the gathered arrays, the others from the
@@ -181,7 +186,7 @@ static void nll_clear_counts(int64_t nnz, const int32_t *idx, const NllScratch *
 #define NLL_CHUNK 512
 
 /* Per-cell thetas (gene-cell dispersion) from the cell's log thetas, into the scratch. */
-AV_CLONES static void nll_cell_thetas(int64_t G, const float *pxc, const NllScratch *w) {
+AV_ISA_BODY void nll_cell_thetas_body(int64_t G, const float *pxc, const NllScratch *w) {
     float *th = w->th, *lt = w->lt, *ite = w->ite;
 #pragma omp simd
     for (int64_t j = 0; j < G; j++) {
@@ -191,6 +196,7 @@ AV_CLONES static void nll_cell_thetas(int64_t G, const float *pxc, const NllScra
         ite[j] = 1.0f / (t + AV_NB_EPS);
     }
 }
+AV_DISPATCH_VOID(nll_cell_thetas, (int64_t G, const float *pxc, const NllScratch *w), (G, pxc, w))
 
 /* One cell of the NB / ZINB likelihood, every gene in dense loops over plain arrays (no
  * branches: they vectorize), with the cell's counts and their lgamma / digamma terms
@@ -200,7 +206,7 @@ AV_CLONES static void nll_cell_thetas(int64_t G, const float *pxc, const NllScra
  * second loop (two short dependency chains overlap better than one long one). Writes
  * d ll / d mu, theta * d ll / d theta and d ll / d pi per gene; returns the cell's
  * log-likelihood. th, lt, ite: theta, log(theta + eps), 1 / (theta + eps) of the genes. */
-AV_CLONES static double count_nll_cell(int64_t G, float L, const float *r, const float *pr,
+AV_ISA_BODY double count_nll_cell_body(int64_t G, float L, const float *r, const float *pr,
                                        const float *th, const float *lt, const float *ite,
                                        const NllScratch *w, float *a, float *b, float *c) {
     const float *nzx = w->nzv, *nzl = nzx + w->gp, *nzg = nzl + w->gp, *nzd = nzg + w->gp;
@@ -250,6 +256,10 @@ AV_CLONES static double count_nll_cell(int64_t G, float L, const float *r, const
     }
     return zs;
 }
+AV_DISPATCH(double, count_nll_cell,
+            (int64_t G, float L, const float *r, const float *pr, const float *th, const float *lt,
+             const float *ite, const NllScratch *w, float *a, float *b, float *c),
+            (G, L, r, pr, th, lt, ite, w, a, b, c))
 
 /* Per cell: the NB / ZINB terms in count_nll_cell, Poisson inline. Saved per element for
  * the backward pass: d ll / d mu, theta * d ll / d theta and d ll / d pi. */
@@ -332,7 +342,7 @@ scale_into(int64_t n, float a, const float *restrict x, float *restrict y, unsig
 /* One cell's backward: rho's gradient (gl = go * L), pi's and the per-cell theta's
  * (NULL when absent; added to, or assigned where the node is their only writer: asg bits
  * 0, 3 and 2 as the node's input slots); returns sum_j rho_j dmu_j for the library's. */
-AV_CLONES static double nll_cell_backward(int64_t G, float go, float gl, const float *rho,
+AV_ISA_BODY double nll_cell_backward_body(int64_t G, float go, float gl, const float *rho,
                                           const float *dmu, const float *dth, const float *dpi,
                                           float *rg, float *pg, float *tg, unsigned asg) {
     double dl = 0;
@@ -356,11 +366,15 @@ AV_CLONES static double nll_cell_backward(int64_t G, float go, float gl, const f
     if (tg) scale_into(G, go, dth, tg, asg & 4u);
     return dl;
 }
+AV_DISPATCH(double, nll_cell_backward,
+            (int64_t G, float go, float gl, const float *rho, const float *dmu, const float *dth,
+             const float *dpi, float *rg, float *pg, float *tg, unsigned asg),
+            (G, go, gl, rho, dmu, dth, dpi, rg, pg, tg, asg))
 
 /* Per-gene thetas: genes [j0, j1) of the gradient (of C codes per gene when code is not
  * NULL), summed over the cells in order (each gene is one thread's, so the result does not
  * depend on the thread count); zeroed first when assigned. */
-AV_CLONES static void nll_gene_backward(int64_t n, int64_t G, int64_t j0, int64_t j1,
+AV_ISA_BODY void nll_gene_backward_body(int64_t n, int64_t G, int64_t j0, int64_t j1,
                                         const float *yg, const float *dth, const int32_t *code,
                                         int64_t code_stride, int64_t C, int assign, float *tg) {
     if (assign)
@@ -377,6 +391,10 @@ AV_CLONES static void nll_gene_backward(int64_t n, int64_t G, int64_t j0, int64_
         }
     }
 }
+AV_DISPATCH_VOID(nll_gene_backward,
+                 (int64_t n, int64_t G, int64_t j0, int64_t j1, const float *yg, const float *dth,
+                  const int32_t *code, int64_t code_stride, int64_t C, int assign, float *tg),
+                 (n, G, j0, j1, yg, dth, code, code_stride, C, assign, tg))
 
 void av_count_nll_backward(AvGraph *g, AvNode *nd) {
     AvTensor *rho = nd->in[0], *lib = nd->in[1], *pxr = nd->in[2], *pi = nd->in[3], *y = nd->out;

@@ -29,17 +29,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "src/isa.h"
 #include "src/mathx.h"
 #include "src/ops_impl.h"
 #include "src/util.h"
 
 /* The kernels are written once (macros below) over a GCC vector type of VL floats and
  * compiled three times: 16 floats in an x86-64-v4 (AVX-512) function, 8 in an x86-64-v3
- * (AVX2) one, 4 in the baseline, picked at run time by CPU. (Not AV_CLONES over one
- * 64-byte vector type: GCC lowers such vectors through the stack in the clones whose
- * registers are narrower.) Loads and stores of the generic kernels go through memcpy, any
- * alignment. The helpers are macros since a function taking wide vectors by value draws
- * GCC's -Wpsabi note on the SSE baseline. */
+ * (AVX2) one, 4 in the baseline, the one av_isa() says picked at run time. (Not AV_DISPATCH over
+ * one 64-byte vector type: GCC lowers such vectors through the stack in the clones whose registers
+ * are narrower.) Loads and stores of the generic kernels go through memcpy, any alignment. The
+ * helpers are macros since a function taking wide vectors by value draws GCC's -Wpsabi note on the
+ * SSE baseline. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define SPARSE_X86 1
 #include <immintrin.h>
@@ -312,20 +313,10 @@ KERNELS(avx2, vf8, TARGET_V3, UNSHIFTED, SCATTER_UNSHIFTED)
 KERNELS(avx512, vf16, TARGET_V4, SHIFTED_AVX512, SCATTER_SHIFTED_AVX512)
 #endif
 
-typedef enum { ISA_SSE, ISA_AVX2, ISA_AVX512 } Isa;
-/* the CPU's; AV_SPARSE_ISA=sse or avx2 in the environment caps it (tests run every path) */
+/* the path av_isa() says: generic is the SSE baseline on x86-64 (NEON / SVE elsewhere) */
+typedef enum { ISA_SSE = AV_ISA_GENERIC, ISA_AVX2 = AV_ISA_AVX2, ISA_AVX512 = AV_ISA_AVX512 } Isa;
 static Isa isa(void) {
-    Isa best = ISA_SSE;
-#ifdef SPARSE_X86
-    if (__builtin_cpu_supports("x86-64-v4"))
-        best = ISA_AVX512;
-    else if (__builtin_cpu_supports("x86-64-v3"))
-        best = ISA_AVX2;
-#endif
-    const char *cap = getenv("AV_SPARSE_ISA");
-    if (cap && !strcmp(cap, "sse")) return ISA_SSE;
-    if (cap && !strcmp(cap, "avx2") && best > ISA_AVX2) return ISA_AVX2;
-    return best;
+    return (Isa)av_isa();
 }
 
 /* the offset in floats of src's rows from a 64-byte boundary where all rows share it */

@@ -1,11 +1,13 @@
-/* av_sgemm (src/gemm.c) against a double-precision reference: all four (ta, tb), beta 0
+/* av_sgemm (src/gemm.c) on every CPU path this machine runs (AVX-512, AVX2, generic C;
+ * src/isa.h) against a double-precision reference: all four (ta, tb), beta 0
  * (C filled with NaN first: it must not be read), 1 and 0.5, odd sizes and depths, leading
  * dimensions wider than the rows (the padding holds NaN: it must not be read, and C's must
  * not be written), C at every offset from a cache line, 1 and 2 OpenMP threads, and calls from
  * inside a parallel region. The error of each element is measured against sum_p |a_ip b_pj| + |beta
- * c_ij| (the scale of its round-off) and must stay within a few float ulps times sqrt(k); with the
- * AVX-512 kernels the results of 1 and 2 threads must be identical bit for bit. Also reports
- * cblas_sgemm's error on the same scale for comparison. */
+ * c_ij| (the scale of its round-off) and must stay within a few float ulps times sqrt(k); on
+ * every path the results of 1 and 2 threads, and of calls inside and outside a parallel
+ * region, must be identical bit for bit, and the paths with FMA must agree bit for bit with
+ * each other. Also reports cblas_sgemm's error on the same scale for comparison. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -14,8 +16,9 @@
 #include <string.h>
 
 #include "src/gemm.h"
+#include "src/isa.h"
 
-static int failures = 0, checks = 0, native;
+static int failures = 0, checks = 0;
 static int c_shift = 0;                  /* floats from a 64-byte boundary to C */
 static double worst = 0, worst_blas = 0; /* max error / (eps * sqrt(k) * scale) */
 static const double TOL = 4.0;           /* in units of eps * sqrt(k) */
@@ -161,7 +164,7 @@ static void check_case(int ta, int tb, int64_t m, int64_t n, int64_t k, int pad)
                 c1 = c;
                 continue;
             }
-            if (native && memcmp(c1, c, sizeof(float) * (size_t)(m * cs.ldc)) != 0) {
+            if (memcmp(c1, c, sizeof(float) * (size_t)(m * cs.ldc)) != 0) {
                 fprintf(stderr, "FAIL %s: differs from 1 thread\n", how);
                 failures++;
             }
@@ -171,6 +174,46 @@ static void check_case(int ta, int tb, int64_t m, int64_t n, int64_t k, int pad)
         if (ib < 2) free(run_check(&cs, betas[ib], "cblas", 1));
     }
     check_bias(&cs);
+    free_case(&cs);
+}
+
+/* The generic kernel's `acc += a * b` is one FMA where the baseline target has a fast fmaf
+ * (ARM); on x86-64 the baseline has no FMA and its last bits differ. */
+#ifdef __FP_FAST_FMAF
+#define GENERIC_FMA 1
+#else
+#define GENERIC_FMA 0
+#endif
+
+/* C on every path this CPU runs, compared bit for bit between the FMA paths (and within a
+ * tolerance for the others: run_check). */
+static void check_paths_agree(int ta, int tb, int64_t m, int64_t n, int64_t k, int pad) {
+    Case cs;
+    make_case(&cs, ta, tb, m, n, k, pad);
+    AvIsa keep = av_isa();
+    float *ref = NULL;
+    AvIsa ref_isa = AV_ISA_GENERIC;
+    for (int p = (int)av_isa_best(); p >= AV_ISA_GENERIC; p--) {
+        av_isa_set((AvIsa)p);
+        if (p == AV_ISA_GENERIC && !GENERIC_FMA) break;
+        omp_set_num_threads(2);
+        char how[160];
+        snprintf(how, sizeof how, "path %s ta=%d tb=%d m=%lld n=%lld k=%lld", av_isa_name(p), ta,
+                 tb, (long long)m, (long long)n, (long long)k);
+        float *c = run_check(&cs, 0.5f, how, 0);
+        if (!ref) {
+            ref = c, ref_isa = (AvIsa)p;
+            continue;
+        }
+        checks++;
+        if (memcmp(ref, c, sizeof(float) * (size_t)(m * cs.ldc)) != 0) {
+            fprintf(stderr, "FAIL %s: differs from path %s\n", how, av_isa_name(ref_isa));
+            failures++;
+        }
+        free(c);
+    }
+    free(ref);
+    av_isa_set(keep);
     free_case(&cs);
 }
 
@@ -205,9 +248,8 @@ static void check_inside_parallel(int ta, int tb, int64_t m, int64_t n, int64_t 
     }
 }
 
-int main(void) {
-    native = av_sgemm_native();
-    printf("av_sgemm: %s\n", native ? "AVX-512 kernels" : "cblas_sgemm fallback");
+/* Every check on the path av_isa() says. */
+static void check_path(void) {
     static const int64_t sizes[] = {1, 7, 15, 17, 31, 33, 127, 129};
     static const int64_t depths[] = {1,  2,   3,   8,   15,  16,  17,  31,  32,  33,
                                      64, 100, 127, 128, 129, 255, 256, 257, 300, 513};
@@ -269,7 +311,31 @@ int main(void) {
     check_inside_parallel(1, 0, 128, 300, 128);
     check_inside_parallel(0, 1, 128, 128, 700);
     check_inside_parallel(1, 1, 33, 17, 65);
-    printf("%d checks, %d failed; max error %.3f eps sqrt(k) (tolerance %.1f; cblas_sgemm: %.3f)\n",
-           checks, failures, worst, TOL, worst_blas);
+}
+
+/* ATLASVI_ISA=avx2 or generic runs only that path (and the ones below it); unset, every
+ * path this CPU has. */
+int main(void) {
+    AvIsa top = av_isa();
+    for (int p = (int)top; p >= AV_ISA_GENERIC; p--) {
+        av_isa_set((AvIsa)p);
+        int before = failures;
+        worst = 0;
+        check_path();
+        printf("path %s: %d failed; max error %.3f eps sqrt(k) (tolerance %.1f)\n", av_isa_name(p),
+               failures - before, worst, TOL);
+    }
+    av_isa_set(top);
+    /* the model's shapes, edges and every alignment of C on every path */
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            check_paths_agree(ta, tb, 128, 2000, 128, 0);
+            check_paths_agree(ta, tb, 128, 128, 2000, 1);
+            check_paths_agree(ta, tb, 127, 129, 513, 0);
+            check_paths_agree(ta, tb, 300, 260, 70, 1);
+            check_paths_agree(ta, tb, 9, 33, 17, 1);
+        }
+    printf("%d checks, %d failed (cblas_sgemm's max error on the same scale: %.3f)\n", checks,
+           failures, worst_blas);
     return failures ? 1 : 0;
 }

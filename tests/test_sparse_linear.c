@@ -3,7 +3,7 @@
  * for output widths around the kernels' tile sizes, empty rows, rows longer than the
  * value buffers, unsorted and repeated gene indices, rows at every offset from a 64-byte
  * boundary, on 1, 2 and 3 threads (whose results must be bitwise identical), with each
- * instruction set the CPU has (AV_SPARSE_ISA caps the kernels' choice).
+ * CPU path the machine has (src/isa.h; ATLASVI_ISA caps the first one).
  *
  * With AV_SPARSE_BENCH=1 (or a number of repetitions) in the environment it instead times
  * the two sparse layers of one scVI step with both encoders (128 simulated cells x 2000
@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "src/isa.h"
 #include "src/ops_impl.h"
 #include "src/simulate.h"
 #include "src/util.h"
@@ -262,14 +263,11 @@ static int bench(int reps) {
 int main(void) {
     int reps = getenv("AV_SPARSE_BENCH") ? atoi(getenv("AV_SPARSE_BENCH")) : 0;
     if (reps > 0) return bench(reps > 1 ? reps : 300);
-    /* every instruction set the CPU has: the kernels' generic AVX2 and SSE versions too */
-    static const char *isas[] = {NULL, "avx2", "sse"};
+    /* every path the CPU has (src/isa.h), from the one ATLASVI_ISA says down to generic */
     static const int64_t outs[] = {1, 10, 16, 17, 64, 100, 128, 130, 256};
-    for (int s = 0; s < 3; s++) {
-        if (isas[s])
-            setenv("AV_SPARSE_ISA", isas[s], 1);
-        else
-            unsetenv("AV_SPARSE_ISA");
+    AvIsa top = av_isa();
+    for (int s = (int)top; s >= AV_ISA_GENERIC; s--) {
+        av_isa_set((AvIsa)s);
         int before = failures;
         for (size_t q = 0; q < sizeof outs / sizeof *outs; q++)
             for (int mode = 0; mode <= 1; mode++)
@@ -286,7 +284,7 @@ int main(void) {
         check_case(9, 70, 256, 0, 0, -1);
         check_case(0, 50, 128, 1, 1, 4); /* no cells */
         check_case(3, 1, 17, 1, 0, 4);   /* one gene */
-        if (failures > before) printf("  (with AV_SPARSE_ISA=%s)\n", isas[s] ? isas[s] : "unset");
+        printf("path %s: %d failed\n", av_isa_name((AvIsa)s), failures - before);
     }
     if (failures) {
         printf("test_sparse_linear: %d failures\n", failures);
