@@ -327,6 +327,7 @@ static int row_shift(const float *src, int64_t out) {
 void av_sparse_linear_forward(int mode, const AvBatch *bt, int64_t n, const float *wt, int64_t out,
                               float *y) {
     Isa s = isa();
+    (void)s; /* only x86-64 has more than one path */
     int shift = row_shift(wt, out);
 #pragma omp parallel
     {
@@ -372,6 +373,7 @@ void av_sparse_linear_backward(int mode, const AvBatch *bt, int64_t n, const flo
     if (unsorted) bsh = 31; /* one block: prepare's offsets are then unused */
     const int64_t nb = ((genes - 1) >> bsh) + 1;
     Isa s = isa();
+    (void)s;
     int shift = row_shift(gw, out);
 
     size_t need = sizeof(Entry) * (size_t)nnz + sizeof(int32_t) * (size_t)(n * (nb + 1));
