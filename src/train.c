@@ -577,11 +577,11 @@ void av_latent(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batch_si
                 continue;
             }
             /* E[softmax(z)] by Monte Carlo with scvi-tools' 5000 samples */
-            double acc[256] = {0};
+            double acc[AV_MAX_LATENT] = {0};
             AvRngSeq rs;
             av_seq_init(&rs, g->seed, AV_STREAM_SAMPLE, (uint64_t)(d->row0 + s + i));
             for (int t = 0; t < 5000; t++) {
-                float z[256], mx = -INFINITY;
+                float z[AV_MAX_LATENT], mx = -INFINITY;
                 for (int64_t j = 0; j < L; j++) {
                     z[j] = mu[j] + sqrtf(v[j]) * (float)av_seq_normal(&rs);
                     mx = z[j] > mx ? z[j] : mx;

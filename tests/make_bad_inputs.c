@@ -14,7 +14,18 @@
  *     nobatch.h5ad   as base, no obs columns
  *     notmodel.h5    an HDF5 file with one dataset, not a model
  *   make_bad_inputs version MODEL.h5 OUT.h5
- *     copies a model file and sets its atlasvi_blob_version attribute to 99 */
+ *     copies a model file and sets its atlasvi_blob_version attribute to 99
+ *   make_bad_inputs model MODEL.h5 DIR
+ *     crafted copies of a good model file (base_model.h5 of base.h5ad) in DIR:
+ *     m_layers.h5       attribute n_layers = 100000
+ *     m_latent_neg.h5   attribute n_latent = -3
+ *     m_latent_12.h5    attribute n_latent = 12 (in range, the weights say 10)
+ *     m_hidden_text.h5  attribute n_hidden = 12abc
+ *     m_param_huge.h5   params/decoder.px_scale_decoder.0.weight of shape (2^31, 2^31),
+ *                       chunked, no chunk written
+ *     m_param_unstored.h5  the same array with its own shape (50, 128), nothing stored
+ *     m_history_huge.h5 history/elbo_train of shape (2^62, 4), the same
+ *     m_batch_3.h5      registry/categories_0 with 3 batches, n_batch still 2 */
 #include <hdf5.h>
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/out_h5.h"
 #include "io/output.h"
 #include "src/data.h"
 #include "src/util.h"
@@ -159,10 +171,83 @@ static int other_version(const char *model, const char *out) {
     return 0;
 }
 
+static int set_attr(hid_t f, const char *key, const char *value) {
+    if (H5Aexists(f, key) > 0 && H5Adelete(f, key) < 0) return 1;
+    return out_attr_str(f, key, value) ? 1 : 0;
+}
+
+/* Replaces a dataset by a chunked float one of the given shape with no chunk written. */
+static int set_unstored_array(hid_t f, const char *name, hsize_t rows, hsize_t cols) {
+    if (H5Ldelete(f, name, H5P_DEFAULT) < 0) return 1;
+    hsize_t dims[2] = {rows, cols}, chunk[2] = {1, cols < 1024 ? cols : 1024};
+    hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    if (d < 0) return 1;
+    return H5Dclose(d) < 0;
+}
+
+static int set_strings(hid_t f, const char *name, int64_t n, const char **items) {
+    if (H5Ldelete(f, name, H5P_DEFAULT) < 0) return 1;
+    hsize_t dim = (hsize_t)n;
+    hid_t sp = H5Screate_simple(1, &dim, NULL), t = out_vlen_str_type();
+    hid_t d = H5Dcreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = d < 0 ? -1 : H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, items);
+    if (d >= 0) H5Dclose(d);
+    H5Tclose(t);
+    H5Sclose(sp);
+    return e < 0;
+}
+
+typedef enum { ATTR, UNSTORED, STRINGS } Craft;
+
+/* One crafted copy of a good model: attribute key = value, dataset name of shape
+ * rows x cols with nothing stored, or string list name of n items. */
+static int crafted_model(const char *model, const char *dir, const char *out, Craft how,
+                         const char *name, const char *value, hsize_t rows, hsize_t cols) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, out);
+    if (copy_file(model, path)) {
+        fprintf(stderr, "make_bad_inputs: cannot copy %s to %s\n", model, path);
+        return 1;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return 1;
+    const char *batches[] = {"b0", "b1", "b2"};
+    int rc = how == ATTR       ? set_attr(f, name, value)
+             : how == UNSTORED ? set_unstored_array(f, name, rows, cols)
+                               : set_strings(f, name, (int64_t)rows, batches);
+    if ((H5Fclose(f) < 0 || rc)) {
+        fprintf(stderr, "make_bad_inputs: cannot write %s\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+static int crafted_models(const char *model, const char *dir) {
+    const hsize_t g31 = (hsize_t)1 << 31, g62 = (hsize_t)1 << 62;
+    int rc = crafted_model(model, dir, "m_layers.h5", ATTR, "n_layers", "100000", 0, 0);
+    rc |= crafted_model(model, dir, "m_latent_neg.h5", ATTR, "n_latent", "-3", 0, 0);
+    rc |= crafted_model(model, dir, "m_latent_12.h5", ATTR, "n_latent", "12", 0, 0);
+    rc |= crafted_model(model, dir, "m_hidden_text.h5", ATTR, "n_hidden", "12abc", 0, 0);
+    rc |= crafted_model(model, dir, "m_param_huge.h5", UNSTORED,
+                        "params/decoder.px_scale_decoder.0.weight", NULL, g31, g31);
+    rc |= crafted_model(model, dir, "m_param_unstored.h5", UNSTORED,
+                        "params/decoder.px_scale_decoder.0.weight", NULL, 50, 128);
+    rc |= crafted_model(model, dir, "m_history_huge.h5", UNSTORED, "history/elbo_train", NULL, g62,
+                        4);
+    rc |= crafted_model(model, dir, "m_batch_3.h5", STRINGS, "registry/categories_0", NULL, 3, 0);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "version")) return other_version(argv[2], argv[3]);
+    if (argc == 4 && !strcmp(argv[1], "model")) return crafted_models(argv[2], argv[3]);
     if (argc != 3 || strcmp(argv[1], "data")) {
-        fprintf(stderr, "usage: make_bad_inputs data DIR | version MODEL.h5 OUT.h5\n");
+        fprintf(stderr, "usage: make_bad_inputs data DIR | version MODEL.h5 OUT.h5 | model "
+                        "MODEL.h5 DIR\n");
         return 2;
     }
     const char *dir = argv[2];
