@@ -96,10 +96,23 @@ static double **hist_cols(AvHistory *h, double **cols) {
     return cols;
 }
 
+/* The first tensor of ts holding a NaN or an infinity, or NULL. */
+static const AvTensor *first_non_finite(AvTensor *const *ts, int n) {
+    for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < ts[i]->rows * ts[i]->cols; k++)
+            if (!isfinite(ts[i]->v[k])) return ts[i];
+    return NULL;
+}
+
 int av_model_save(const char *path, const AvScvi *m, const AvSetup *s, const AvOptState *st,
                   const AvHistory *h, char *err) {
     AvBlob b = {0};
     const AvGraph *g = &m->g;
+    const AvTensor *bad = first_non_finite(g->params, g->n_params);
+    if (!bad) bad = first_non_finite(g->buffers, g->n_buffers);
+    if (bad)
+        return av_err(err, "%s: not written: the model's '%s' is not finite (training diverged)",
+                      path, bad->name);
     av_blob_set_attr(&b, "format", MODEL_FORMAT);
     av_blob_set_attr(&b, "model", "SCVI");
     save_config(&b, &m->cfg);

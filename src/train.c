@@ -475,6 +475,16 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                          NAN,
                          NAN,
                          NAN};
+        /* scvi-tools raises here; the weights are lost (NaN), so nothing is written and
+         * the last checkpoint stays the last finite model (the same on every rank) */
+        if (!isfinite(row[0])) {
+            rc = av_err(err,
+                        "the training loss is not finite at epoch %d (training diverged; extreme "
+                        "counts in the input, or a learning rate too high?); nothing written",
+                        epoch);
+            stop = 1;
+            break;
+        }
         if (run_val && all[6] > 0) {
             row[5] = (all[4] + all[5]) / all[6];
             row[6] = all[4] / all[6];
@@ -509,12 +519,6 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
             fflush(o->metrics);
         }
         progress(o, c, epoch, max_epochs, row[3], hist->cells_per_s, elapsed);
-        if (!isfinite(row[0])) {
-            stop = 1;
-            if (c->rank == 0)
-                fprintf(stderr, "\natlasvi: warning: loss is not finite at epoch %d; stopping\n",
-                        epoch);
-        }
         if (run_val && !isnan(row[5])) {
             /* Early stopping (6.6) and LR on plateau (6.7) see identical reduced values on
              * every rank, so every rank decides the same. */

@@ -2,7 +2,8 @@
 # Bad input to `atlasvi train`, `latent` and `normalize`: each gives exactly one
 # "atlasvi: error:" line and exit 1 within CLI_TIMEOUT (no hang, no crash), on one
 # process or under mpiexec -n CLI_NP; writes no output file and no .tmp file; leaves
-# every input unchanged. Non-integer counts only warn. Inputs: cli_setup.sh's folder.
+# every input unchanged. Non-integer counts only warn; a loss that overflows is an error
+# that keeps the last checkpoint. Inputs: cli_setup.sh's folder.
 # Under MPI a failing mpiexec takes over a second, so cases that exercise nothing
 # distributed beyond what a sibling case does run on one process only (np1_only).
 # usage: cli_bad.sh INPUT_DIR WORK_DIR
@@ -59,6 +60,16 @@ train_err negative "negative count" "$D/neg.h5ad" --batch-key batch
 train_err nan "NaN" "$D/nan.h5ad" --batch-key batch
 np1_only && train_err inf "Inf" "$D/inf.h5ad" --batch-key batch
 train_err zero_cell "zero total counts" "$D/zero.h5ad" --batch-key batch
+# a finite count of 3.4e38 makes the loss overflow: an error, no latent and no model
+expect_train_error diverged "loss is not finite" train "$D/huge.h5ad" --batch-key batch \
+    --max-epochs 2 --no-progress --output "$W/out_diverged.h5ad" --model-out "$W/outmodel_diverged.h5"
+# ... and resuming a good checkpoint onto itself keeps it (no NaN model replaces it)
+cp "$M" "$W/ck.h5"
+s0=$(sums "$W/ck.h5" | cut -d' ' -f1,2)
+expect_train_error diverged_resume "loss is not finite" train "$D/huge.h5ad" --resume "$W/ck.h5" \
+    --model-out "$W/ck.h5" --checkpoint-every 1 --max-epochs 3 --no-progress
+[ "$(sums "$W/ck.h5" | cut -d' ' -f1,2)" = "$s0" ] && ok "diverged_resume: the checkpoint is kept" ||
+    fail "diverged_resume: the good checkpoint was replaced"
 # --write-input on a bad copy leaves it as it was
 cp "$D/neg.h5ad" "$W/neg_copy.h5ad"
 s0=$(sums "$W/neg_copy.h5ad" | cut -d' ' -f1,2)

@@ -6,6 +6,7 @@
  *     neg.h5ad       as base, one count of -1 in the last cell (rank 1's shard under np 2)
  *     nan.h5ad       as base, a NaN in the first cell
  *     inf.h5ad       as base, +Inf in the last cell
+ *     huge.h5ad      as base, one count of 3.4e38 (finite, integer: training diverges)
  *     zero.h5ad      as base, the last cell has no counts at all
  *     frac.h5ad      as base, five counts of x.5 (scvi-tools warns, trains)
  *     genes.h5ad     as base, other gene names (other_0, ...)
@@ -41,7 +42,7 @@
 #define N_CELLS 200
 #define N_GENES 50
 
-typedef enum { PLAIN, NEG, NAN_, INF, ZERO, FRAC, GENES, FEWGENES, NEWBATCH, NOBATCH } Kind;
+typedef enum { PLAIN, NEG, NAN_, INF, HUGE, ZERO, FRAC, GENES, FEWGENES, NEWBATCH, NOBATCH } Kind;
 
 static uint64_t rng_state = 12345;
 static uint32_t next_u32(void) {
@@ -104,6 +105,7 @@ static int write_file(const char *dir, const char *name, Kind kind) {
     if (kind == NEG) m.data[last] = -1.0f;
     if (kind == NAN_) m.data[0] = NAN;
     if (kind == INF) m.data[last] = INFINITY;
+    if (kind == HUGE) m.data[last] = 3.4e38f;
     int rc = av_csr_writer_append(w, &m, err);
     if (rc) {
         av_csr_writer_abort(w);
@@ -254,10 +256,10 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         Kind kind;
-    } files[] = {{"base.h5ad", PLAIN},     {"neg.h5ad", NEG},           {"nan.h5ad", NAN_},
-                 {"inf.h5ad", INF},        {"zero.h5ad", ZERO},         {"frac.h5ad", FRAC},
-                 {"genes.h5ad", GENES},    {"fewgenes.h5ad", FEWGENES}, {"newbatch.h5ad", NEWBATCH},
-                 {"nobatch.h5ad", NOBATCH}};
+    } files[] = {{"base.h5ad", PLAIN},        {"neg.h5ad", NEG},        {"nan.h5ad", NAN_},
+                 {"inf.h5ad", INF},           {"huge.h5ad", HUGE},      {"zero.h5ad", ZERO},
+                 {"frac.h5ad", FRAC},         {"genes.h5ad", GENES},    {"fewgenes.h5ad", FEWGENES},
+                 {"newbatch.h5ad", NEWBATCH}, {"nobatch.h5ad", NOBATCH}};
     int rc = 0;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         rc |= write_file(dir, files[i].name, files[i].kind);
