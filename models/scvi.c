@@ -46,6 +46,9 @@ int av_scvi_parse_norm(const char *s, int *encoder, int *decoder) {
     if (!strcmp(s, "both")) return *encoder = 1, *decoder = 1, 0;
     return -1;
 }
+const char *av_scvi_norm_name(int encoder, int decoder) {
+    return encoder && decoder ? "both" : encoder ? "encoder" : decoder ? "decoder" : "none";
+}
 const char *av_scvi_dispersion_name(AvDispersion d) {
     return disp_names[d];
 }

@@ -47,6 +47,7 @@ void av_scvi_defaults(AvScviConfig *c);
 int av_scvi_parse_dispersion(const char *s, AvDispersion *d);
 int av_scvi_parse_likelihood(const char *s, AvLikelihood *l);
 int av_scvi_parse_norm(const char *s, int *encoder, int *decoder); /* none|encoder|decoder|both */
+const char *av_scvi_norm_name(int encoder, int decoder);           /* the inverse of parse_norm */
 const char *av_scvi_dispersion_name(AvDispersion d);
 const char *av_scvi_likelihood_name(AvLikelihood l);
 

@@ -101,6 +101,22 @@ np1_only && latent_err model_not_model "notmodel.h5" "$D/notmodel.h5" "$B"
 np1_only && latent_err model_is_data "base.h5ad" "$B" "$B"
 latent_err model_version "version 99" "$D/model_v99.h5" "$B"
 np1_only && train_err resume_not_model "notmodel.h5" "$B" --resume "$D/notmodel.h5"
+# --resume keeps the model's configuration and registry: contradicting options are named
+train_err resume_contradicts "--n-latent 20 (the model: 10), --gene-likelihood nb (the model: zinb), --batch-key other (the model: batch)" \
+    "$B" --resume "$M" --n-latent 20 --gene-likelihood nb --batch-key other
+np1_only && train_err resume_contradicts_eq "--use-batch-norm none (the model: both)" "$B" \
+    --resume "$M" --use-batch-norm=none
+# ... the model's own values and training options are fine; --lr applies and is reported
+if expect_ok resume_options train "$B" --resume "$M" --n-latent 10 --batch-key batch \
+    --dispersion gene --max-epochs 3 --lr 0.0005 --no-progress --model-out "$W/resumed.h5" \
+    --metrics "$W/resumed.jsonl"; then
+    grep -q '^atlasvi: resuming .*training options for this run: --max-epochs 3, --lr 0.0005 (the model: 0.001, now 0.0005)$' \
+        "$W/resume_options.err" && ok "resume_options: the log names the training options" ||
+        fail "resume_options: no resume line naming the options: $(grep resuming "$W/resume_options.err")"
+    [ "$(grep -c '"lr": 0.0005,' "$W/resumed.jsonl")" -eq 2 ] && ok "resume_options: --lr 0.0005 used" ||
+        fail "resume_options: the metrics do not show lr 0.0005: $(head -c 300 "$W/resumed.jsonl")"
+fi
+rm -f "$W/resumed.h5" "$W/resumed.jsonl"
 # data that does not fit the model
 np1_only && latent_err other_genes "other_0" "$M" "$D/genes.h5ad"
 np1_only && latent_err fewer_genes "40 genes" "$M" "$D/fewgenes.h5ad"

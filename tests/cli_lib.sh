@@ -126,7 +126,8 @@ expect_error() {
 }
 
 # expect_train_error NAME NEEDLE ARGS...: as expect_error for a failure during training:
-# the training banner ("atlasvi: training scVI on ...") may precede the one error line.
+# the training banner ("atlasvi: training scVI on ...") and, with --resume, the resume
+# line ("atlasvi: resuming ...") may precede the one error line.
 expect_train_error() {
     _n=$1
     _needle=$2
@@ -138,7 +139,8 @@ expect_train_error() {
         sed 's/^/    /' "$W/$_n.err" | head -20
         return 1
     fi
-    grep -v '^atlasvi: training scVI on ' "$W/$_n.err" >"$W/$_n.err.nobanner"
+    grep -v -e '^atlasvi: training scVI on ' -e '^atlasvi: resuming ' "$W/$_n.err" \
+        >"$W/$_n.err.nobanner"
     check_one_error "$_n" "$W/$_n.err.nobanner" "$_needle" || return 1
     ok "$_n: $(grep '^atlasvi: error' "$W/$_n.err")"
     return 0
