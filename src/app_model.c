@@ -448,6 +448,10 @@ int av_model_load(const char *path, AvScvi *m, AvSetup *s, AvOptState *st, AvHis
         rc = load_tensor(&b, "params", g->params[i], g->params[i]->v, path, err);
     for (int i = 0; i < g->n_buffers && !rc; i++)
         rc = load_tensor(&b, "buffers", g->buffers[i], g->buffers[i]->v, path, err);
+    const AvTensor *bad = rc ? NULL : first_non_finite(g->params, g->n_params);
+    if (!rc && !bad) bad = first_non_finite(g->buffers, g->n_buffers);
+    if (bad)
+        rc = av_err(err, "%s: the model's '%s' is not finite (a diverged model)", path, bad->name);
     if (!rc && s) rc = read_setup(&b, &c, s, path, err);
     if (!rc && st) rc = load_opt_state(&b, m, st, path, err);
     if (!rc && h) rc = load_history(&b, h, path, err);

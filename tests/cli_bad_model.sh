@@ -19,7 +19,8 @@ for v in "m_layers n_layers is 100000" \
     "m_param_huge impossible shape" \
     "m_param_unstored stores 0 bytes" \
     "m_history_huge impossible shape" \
-    "m_batch_3 n_batch = 2"; do
+    "m_batch_3 n_batch = 2" \
+    "m_nan 'px_r' is not finite"; do
     m=${v%% *}
     needle=${v#* }
     [ -f "$D/$m.h5" ] || fail "$m.h5: not made by cli_setup.sh"

@@ -26,7 +26,8 @@
  *                       chunked, no chunk written
  *     m_param_unstored.h5  the same array with its own shape (50, 128), nothing stored
  *     m_history_huge.h5 history/elbo_train of shape (2^62, 4), the same
- *     m_batch_3.h5      registry/categories_0 with 3 batches, n_batch still 2 */
+ *     m_batch_3.h5      registry/categories_0 with 3 batches, n_batch still 2
+ *     m_nan.h5          px_r rewritten with a NaN (what a diverged run used to save) */
 #include <hdf5.h>
 #include <math.h>
 #include <stdint.h>
@@ -191,6 +192,21 @@ static int set_unstored_array(hid_t f, const char *name, hsize_t rows, hsize_t c
     return H5Dclose(d) < 0;
 }
 
+/* Writes NaN over the first value of a float dataset. */
+static int set_nan(hid_t f, const char *name) {
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0) return 1;
+    hsize_t start[2] = {0, 0}, count[2] = {1, 1};
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(2, count, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    float v = NAN;
+    herr_t e = H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, &v);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    return e < 0;
+}
+
 static int set_strings(hid_t f, const char *name, int64_t n, const char **items) {
     if (H5Ldelete(f, name, H5P_DEFAULT) < 0) return 1;
     hsize_t dim = (hsize_t)n;
@@ -203,7 +219,7 @@ static int set_strings(hid_t f, const char *name, int64_t n, const char **items)
     return e < 0;
 }
 
-typedef enum { ATTR, UNSTORED, STRINGS } Craft;
+typedef enum { ATTR, UNSTORED, STRINGS, NAN_VALUE } Craft;
 
 /* One crafted copy of a good model: attribute key = value, dataset name of shape
  * rows x cols with nothing stored, or string list name of n items. */
@@ -220,7 +236,8 @@ static int crafted_model(const char *model, const char *dir, const char *out, Cr
     const char *batches[] = {"b0", "b1", "b2"};
     int rc = how == ATTR       ? set_attr(f, name, value)
              : how == UNSTORED ? set_unstored_array(f, name, rows, cols)
-                               : set_strings(f, name, (int64_t)rows, batches);
+             : how == STRINGS  ? set_strings(f, name, (int64_t)rows, batches)
+                               : set_nan(f, name);
     if ((H5Fclose(f) < 0 || rc)) {
         fprintf(stderr, "make_bad_inputs: cannot write %s\n", path);
         return 1;
@@ -241,6 +258,7 @@ static int crafted_models(const char *model, const char *dir) {
     rc |= crafted_model(model, dir, "m_history_huge.h5", UNSTORED, "history/elbo_train", NULL, g62,
                         4);
     rc |= crafted_model(model, dir, "m_batch_3.h5", STRINGS, "registry/categories_0", NULL, 3, 0);
+    rc |= crafted_model(model, dir, "m_nan.h5", NAN_VALUE, "params/px_r", NULL, 0, 0);
     return rc;
 }
 
