@@ -328,8 +328,7 @@ static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, v
     int rc = 0;
     if ((nd == 1 || nd == 2) && H5Sget_simple_extent_dims(s, dims, NULL) == nd)
         rc = check_stored_size(d, t, dims, nd, c->path, name, c->err);
-    if (rc) {
-    } else if (H5Tget_class(t) == H5T_FLOAT && nd == 2) {
+    if (!rc && H5Tget_class(t) == H5T_FLOAT && nd == 2) {
         float *data = av_malloc((size_t)(dims[0] * dims[1]) * sizeof(float));
         if (dims[0] * dims[1] > 0 &&
             H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
@@ -345,7 +344,7 @@ static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, v
             a->cols = (int64_t)dims[1];
             a->data = data;
         }
-    } else if (H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0 && nd == 1) {
+    } else if (!rc && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0 && nd == 1) {
         hid_t mt = out_vlen_str_type();
         char **raw = av_calloc((size_t)dims[0], sizeof *raw);
         if (dims[0] > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) {
@@ -363,7 +362,7 @@ static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, v
         }
         free(raw);
         H5Tclose(mt);
-    } else {
+    } else if (!rc) {
         rc = av_err(c->err, "%s: '%s' is neither a 2-D float array nor a string list", c->path,
                     name);
     }

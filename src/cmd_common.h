@@ -21,7 +21,7 @@ typedef struct {
 
 /* The long options a command line gave (arg as written, "--name" or "--name=value"; the
  * value, NULL for a flag), for train --resume. */
-#define AV_MAX_GIVEN 64
+#define AV_MAX_GIVEN 256
 typedef struct {
     int n;
     const char *arg[AV_MAX_GIVEN];
