@@ -436,6 +436,7 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         }
         av_feed_close(feed);
         if (rc) break;
+        if (stop && n_steps == 0) break; /* --max-steps reached at the epoch's start */
         double t_val = av_now();
         t_ep = t_val - t_ep;                  /* the training steps of this epoch */
         double vs[4] = {0, 0, 0, (double)nv}; /* rec, kl, loss, cells */
