@@ -280,6 +280,32 @@ typedef struct {
     int failed;
 } LoadCtx;
 
+/* A filter (deflate at its best, 1032:1) shrinks data this much at most. */
+#define MAX_FILTER_RATIO 1100
+
+/* The declared shape must fit in memory and in what the file holds: a dataset whose
+ * elements are not stored (a crafted shape, or a truncated file) is refused before any
+ * allocation, so that no read runs over fill values for a shape of 2^62 elements. */
+static int check_stored_size(hid_t d, hid_t t, const hsize_t *dims, int nd, const char *path,
+                             const char *name, char *err) {
+    hsize_t n = nd == 2 ? dims[0] * dims[1] : dims[0];
+    size_t es = H5Tget_size(t);
+    if ((nd == 2 && dims[1] && n / dims[1] != dims[0]) || es == 0 || n > SIZE_MAX / 16 / es)
+        return av_err(err, "%s: '%s' has an impossible shape (%llu x %llu)", path, name,
+                      (unsigned long long)dims[0], (unsigned long long)(nd == 2 ? dims[1] : 1));
+    hid_t dcpl = H5Dget_create_plist(d);
+    int filtered = dcpl >= 0 && H5Pget_nfilters(dcpl) > 0;
+    if (dcpl >= 0) H5Pclose(dcpl);
+    hsize_t stored = H5Dget_storage_size(d), bytes = n * es;
+    if (bytes > (filtered ? stored * MAX_FILTER_RATIO : stored))
+        return av_err(err,
+                      "%s: '%s' declares %llu x %llu values but the file stores %llu bytes of "
+                      "it (crafted or truncated file?)",
+                      path, name, (unsigned long long)dims[0],
+                      (unsigned long long)(nd == 2 ? dims[1] : 1), (unsigned long long)stored);
+    return 0;
+}
+
 static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, void *op) {
     LoadCtx *c = op;
     H5O_info_t info;
@@ -300,8 +326,9 @@ static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, v
     int nd = H5Sget_simple_extent_ndims(s);
     hsize_t dims[2] = {0, 0};
     int rc = 0;
-    if (H5Tget_class(t) == H5T_FLOAT && nd == 2) {
-        H5Sget_simple_extent_dims(s, dims, NULL);
+    if ((nd == 1 || nd == 2) && H5Sget_simple_extent_dims(s, dims, NULL) == nd)
+        rc = check_stored_size(d, t, dims, nd, c->path, name, c->err);
+    if (!rc && H5Tget_class(t) == H5T_FLOAT && nd == 2) {
         float *data = av_malloc((size_t)(dims[0] * dims[1]) * sizeof(float));
         if (dims[0] * dims[1] > 0 &&
             H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
@@ -317,8 +344,7 @@ static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, v
             a->cols = (int64_t)dims[1];
             a->data = data;
         }
-    } else if (H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0 && nd == 1) {
-        H5Sget_simple_extent_dims(s, dims, NULL);
+    } else if (!rc && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0 && nd == 1) {
         hid_t mt = out_vlen_str_type();
         char **raw = av_calloc((size_t)dims[0], sizeof *raw);
         if (dims[0] > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) {
@@ -336,7 +362,7 @@ static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, v
         }
         free(raw);
         H5Tclose(mt);
-    } else {
+    } else if (!rc) {
         rc = av_err(c->err, "%s: '%s' is neither a 2-D float array nor a string list", c->path,
                     name);
     }

@@ -438,28 +438,49 @@ static float elem(const unsigned char *p, const char *dt) {
     return (float)p[0]; /* u1, b1 */
 }
 
-int av_torch_tensor_f32(AvTorchFile *t, const AvPy *x, float *out, char *err) {
-    if (!x || x->kind != AV_PY_TENSOR) return av_err(err, "not a tensor");
+/* A filter (deflate at its best, 1032:1) shrinks data this much at most. */
+#define MAX_DEFLATE_RATIO 1100
+
+/* The storage entry of a tensor, its declared size checked against the bytes the archive
+ * holds and the tensor's view against the storage, without inflating anything. */
+static REntry *tensor_entry(AvTorchFile *t, const AvPy *x, char *err) {
+    if (!x || x->kind != AV_PY_TENSOR) return av_err(err, "not a tensor"), NULL;
     const AvPy *s = x->storage;
     char key[300];
     snprintf(key, sizeof key, "data/%s", s->s);
     REntry *e = find_entry(t, key);
-    if (!e) return av_err(err, "tensor storage '%s' missing from the archive", s->s);
+    if (!e) return av_err(err, "tensor storage '%s' missing from the archive", s->s), NULL;
+    uint64_t most = e->method == 0 ? e->csize : e->csize * MAX_DEFLATE_RATIO;
+    int64_t es = s->elsize;
+    if (s->numel < 0 || es <= 0 || (uint64_t)s->numel > e->usize / (uint64_t)es || e->usize > most)
+        return av_err(err, "tensor storage '%s' is shorter than its %lld elements", s->s,
+                      (long long)s->numel),
+               NULL;
+    /* the largest element index reached must lie inside the storage */
+    __int128 last = x->offset;
+    int empty = 0;
+    for (int k = 0; k < x->ndim; k++) {
+        if (x->shape[k] < 0 || x->stride[k] < 0)
+            return av_err(err, "negative tensor shape or stride"), NULL;
+        if (x->shape[k]) last += (__int128)(x->shape[k] - 1) * x->stride[k];
+        empty |= x->shape[k] == 0;
+    }
+    if (!empty && (x->offset < 0 || last >= s->numel))
+        return av_err(err, "tensor view outside its storage '%s'", s->s), NULL;
+    return e;
+}
+
+int av_torch_tensor_check(AvTorchFile *t, const AvPy *x, char *err) {
+    return tensor_entry(t, x, err) ? 0 : -1;
+}
+
+int av_torch_tensor_f32(AvTorchFile *t, const AvPy *x, float *out, char *err) {
+    REntry *e = tensor_entry(t, x, err);
+    if (!e) return -1;
     const unsigned char *d = entry_data(t, e, err);
     if (!d) return -1;
-    int64_t es = s->elsize;
-    if ((uint64_t)(s->numel * es) > e->usize)
-        return av_err(err, "tensor storage '%s' is shorter than its %lld elements", s->s,
-                      (long long)s->numel);
-    int64_t n = av_torch_numel(x);
-    /* the largest element index reached must lie inside the storage */
-    int64_t last = x->offset;
-    for (int k = 0; k < x->ndim; k++) {
-        if (x->shape[k] < 0 || x->stride[k] < 0) return av_err(err, "negative tensor stride");
-        if (x->shape[k]) last += (x->shape[k] - 1) * x->stride[k];
-    }
-    if (n > 0 && (x->offset < 0 || last >= s->numel))
-        return av_err(err, "tensor view outside its storage '%s'", s->s);
+    const AvPy *s = x->storage;
+    int64_t es = s->elsize, n = av_torch_numel(x);
     int64_t idx[8] = {0};
     for (int64_t i = 0; i < n; i++) {
         int64_t off = x->offset;

@@ -31,6 +31,9 @@ void av_torch_close(AvTorchFile *t);
 
 /* Number of elements of a tensor (product of its shape). */
 int64_t av_torch_numel(const AvPy *tensor);
+/* Checks, without reading its data, that a tensor's view lies inside its storage and
+ * that the archive holds the storage's bytes. */
+int av_torch_tensor_check(AvTorchFile *t, const AvPy *tensor, char *err);
 /* Copies a tensor (float32/64/16, bfloat16 or integer storage, any strides) into out as
  * contiguous row-major float32 with numel elements. */
 int av_torch_tensor_f32(AvTorchFile *t, const AvPy *tensor, float *out, char *err);

@@ -46,11 +46,52 @@ int av_scvi_parse_norm(const char *s, int *encoder, int *decoder) {
     if (!strcmp(s, "both")) return *encoder = 1, *decoder = 1, 0;
     return -1;
 }
+const char *av_scvi_norm_name(int encoder, int decoder) {
+    return encoder && decoder ? "both" : encoder ? "encoder" : decoder ? "decoder" : "none";
+}
 const char *av_scvi_dispersion_name(AvDispersion d) {
     return disp_names[d];
 }
 const char *av_scvi_likelihood_name(AvLikelihood l) {
     return lik_names[l];
+}
+
+/* Limits of a configuration: those of the command line (n_latent <= 256, n_layers <= 8),
+ * categories and genes within int32 codes and indices. */
+#define MAX_CATEGORIES (1 << 24)
+
+static int in_range(long long v, long long lo, long long hi, const char *name, char *err) {
+    if (v >= lo && v <= hi) return 0;
+    return av_err(err, "%s is %lld, expected %lld..%lld", name, v, lo, hi);
+}
+
+int av_scvi_check_config(const AvScviConfig *c, char *err) {
+    if (in_range(c->n_input, 1, INT32_MAX, "n_input", err) ||
+        in_range(c->n_batch, 1, MAX_CATEGORIES, "n_batch", err) ||
+        in_range(c->n_labels, 1, MAX_CATEGORIES, "n_labels", err) ||
+        in_range(c->n_hidden, 1, 1 << 16, "n_hidden", err) ||
+        in_range(c->n_latent, 1, AV_MAX_LATENT, "n_latent", err) ||
+        in_range(c->n_layers, 1, AV_MAX_LAYERS, "n_layers", err) ||
+        in_range(c->n_cont, 0, AV_MAX_CATS, "n_continuous_cov", err) ||
+        in_range(c->n_extra_cat, 0, AV_MAX_CATS - 2, "n_extra_categorical_cov", err))
+        return -1;
+    for (int k = 0; k < c->n_extra_cat; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "n_cats_per_cov_%d", k);
+        if (in_range(c->extra_cat_sizes[k], 1, MAX_CATEGORIES, name, err)) return -1;
+    }
+    if (!(c->dropout_rate >= 0 && c->dropout_rate < 1))
+        return av_err(err, "dropout_rate is %g, expected 0 <= dropout_rate < 1", c->dropout_rate);
+    if ((unsigned)c->dispersion > AV_DISP_GENE_CELL || (unsigned)c->likelihood > AV_LIK_POISSON)
+        return av_err(err, "unknown dispersion or gene likelihood");
+    const int flags[] = {c->latent_ln,         c->use_observed_lib_size,
+                         c->encode_covariates, c->deeply_inject_covariates,
+                         c->bn_encoder,        c->bn_decoder,
+                         c->ln_encoder,        c->ln_decoder,
+                         c->log_variational};
+    for (size_t k = 0; k < sizeof flags / sizeof flags[0]; k++)
+        if (flags[k] != 0 && flags[k] != 1) return av_err(err, "a boolean option is %d", flags[k]);
+    return 0;
 }
 
 /* A parameter name from a format; the graph copies it. */
@@ -91,7 +132,7 @@ static LayerParams declare_linear(AvGraph *g, const char *prefix, int64_t in, in
  * sparse gene block (n_sparse) so the weight has n_sparse + n_in_dense + cats rows. */
 typedef struct {
     int n_layers;
-    LayerParams layer[8];
+    LayerParams layer[AV_MAX_LAYERS];
     int64_t n_sparse, n_in_dense, n_hidden;
     Cats cats;
     int inject, bn, ln;
@@ -199,13 +240,16 @@ static void init_weights(AvScvi *m, uint64_t seed) {
     }
 }
 
-void av_scvi_build(AvScvi *m, const AvScviConfig *c, int64_t max_batch, uint64_t seed) {
-    memset(m, 0, sizeof *m);
-    m->cfg = *c;
-    AvGraph *g = &m->g;
-    av_graph_init(g, max_batch, seed);
-    int64_t G = c->n_input, H = c->n_hidden, L = c->n_latent;
+/* The parameters of a configuration, declared in scvi-tools' state-dict order. */
+typedef struct {
+    Encoder ez, el;
+    FC dec;
+    LayerParams scale, rdec, drop;
+    AvTensor *px_r;
+} Declared;
 
+static void declare_params(AvGraph *g, const AvScviConfig *c, Declared *d) {
+    int64_t G = c->n_input, H = c->n_hidden, L = c->n_latent;
     Cats dec_cats = {0};
     dec_cats.col[dec_cats.n] = AV_CAT_BATCH;
     dec_cats.width[dec_cats.n++] = c->n_batch;
@@ -216,10 +260,10 @@ void av_scvi_build(AvScvi *m, const AvScviConfig *c, int64_t max_batch, uint64_t
     Cats enc_cats = c->encode_covariates ? dec_cats : (Cats){0};
     int64_t enc_cont = c->encode_covariates ? c->n_cont : 0;
 
-    /* Declaration order follows scvi-tools' state dict. */
-    if (c->dispersion == AV_DISP_GENE) m->px_r = av_param(g, "px_r", 1, G);
-    if (c->dispersion == AV_DISP_GENE_BATCH) m->px_r = av_param(g, "px_r", G, c->n_batch);
-    if (c->dispersion == AV_DISP_GENE_LABEL) m->px_r = av_param(g, "px_r", G, c->n_labels);
+    d->px_r = NULL;
+    if (c->dispersion == AV_DISP_GENE) d->px_r = av_param(g, "px_r", 1, G);
+    if (c->dispersion == AV_DISP_GENE_BATCH) d->px_r = av_param(g, "px_r", G, c->n_batch);
+    if (c->dispersion == AV_DISP_GENE_LABEL) d->px_r = av_param(g, "px_r", G, c->n_labels);
 
     /* The z and library encoders share everything but depth and output width (the
      * library encoder always has one layer). */
@@ -233,18 +277,40 @@ void av_scvi_build(AvScvi *m, const AvScviConfig *c, int64_t max_batch, uint64_t
               c->bn_encoder,
               c->ln_encoder,
               c->dropout_rate};
-    Encoder ez = {.fc = enc}, el = {.fc = enc};
-    el.fc.n_layers = 1;
-    declare_encoder(g, &ez, "z_encoder", (int)L);
-    declare_encoder(g, &el, "l_encoder", 1);
+    d->ez = (Encoder){.fc = enc};
+    d->el = (Encoder){.fc = enc};
+    d->el.fc.n_layers = 1;
+    declare_encoder(g, &d->ez, "z_encoder", (int)L);
+    declare_encoder(g, &d->el, "l_encoder", 1);
     FC dec = {
         c->n_layers,   {{0}},         0,   L + c->n_cont, H, dec_cats, c->deeply_inject_covariates,
         c->bn_decoder, c->ln_decoder, 0.0f};
-    declare_fc(g, &dec, "decoder.px_decoder");
-    LayerParams scale = declare_linear(g, "decoder.px_scale_decoder.0", H, G);
-    LayerParams rdec = declare_linear(g, "decoder.px_r_decoder", H, G);
-    LayerParams drop = declare_linear(g, "decoder.px_dropout_decoder", H, G);
+    d->dec = dec;
+    declare_fc(g, &d->dec, "decoder.px_decoder");
+    d->scale = declare_linear(g, "decoder.px_scale_decoder.0", H, G);
+    d->rdec = declare_linear(g, "decoder.px_r_decoder", H, G);
+    d->drop = declare_linear(g, "decoder.px_dropout_decoder", H, G);
+}
+
+void av_scvi_declare_params(AvGraph *g, const AvScviConfig *c) {
+    av_graph_init(g, 1, 0);
+    Declared d;
+    declare_params(g, c, &d);
+}
+
+void av_scvi_build(AvScvi *m, const AvScviConfig *c, int64_t max_batch, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *c;
+    AvGraph *g = &m->g;
+    av_graph_init(g, max_batch, seed);
+    Declared d;
+    declare_params(g, c, &d);
     av_graph_alloc_params(g);
+    m->px_r = d.px_r;
+    Encoder ez = d.ez, el = d.el;
+    FC dec = d.dec;
+    LayerParams scale = d.scale, rdec = d.rdec, drop = d.drop;
+    int64_t enc_cont = c->encode_covariates ? c->n_cont : 0;
 
     declare_fc_buffers(g, &ez.fc, "z_encoder.encoder");
     declare_fc_buffers(g, &el.fc, "l_encoder.encoder");

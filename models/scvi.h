@@ -11,6 +11,10 @@
  * covariates in registration order. */
 enum { AV_CAT_BATCH = 0, AV_CAT_LABEL = 1, AV_CAT_EXTRA = 2 };
 
+/* The largest latent and depth a model may have (the command line's limits). */
+#define AV_MAX_LATENT 256
+#define AV_MAX_LAYERS 8
+
 typedef struct {
     int64_t n_input; /* genes */
     int n_batch, n_labels;
@@ -43,6 +47,7 @@ void av_scvi_defaults(AvScviConfig *c);
 int av_scvi_parse_dispersion(const char *s, AvDispersion *d);
 int av_scvi_parse_likelihood(const char *s, AvLikelihood *l);
 int av_scvi_parse_norm(const char *s, int *encoder, int *decoder); /* none|encoder|decoder|both */
+const char *av_scvi_norm_name(int encoder, int decoder);           /* the inverse of parse_norm */
 const char *av_scvi_dispersion_name(AvDispersion d);
 const char *av_scvi_likelihood_name(AvLikelihood l);
 
@@ -51,6 +56,12 @@ const char *av_scvi_likelihood_name(AvLikelihood l);
  * numbers). */
 void av_scvi_build(AvScvi *m, const AvScviConfig *c, int64_t max_batch, uint64_t seed);
 void av_scvi_free(AvScvi *m);
+/* Checks every field of a configuration read from a file against its range (sizes
+ * positive and within the limits above, flags 0 or 1); err names the field. */
+int av_scvi_check_config(const AvScviConfig *c, char *err);
+/* Declares into g (initialised here; av_graph_free it) the parameters c implies, names
+ * and shapes only, nothing allocated: for checking a file's shapes before av_scvi_build. */
+void av_scvi_declare_params(AvGraph *g, const AvScviConfig *c);
 void av_scvi_set_kl_weight(AvScvi *m, float w);
 
 /* Per-batch prior of the latent library: mean and population variance of log total

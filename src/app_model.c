@@ -1,5 +1,7 @@
 /* The scVI model file on top of io/blob.h: weights in PyTorch layout under their
  * state-dict names, so that export to scvi-tools is a renaming, not a reshaping. */
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,8 @@
 #include "src/util.h"
 
 #define MODEL_FORMAT "atlasvi-scvi-1"
+/* the command line's --max-epochs limit */
+#define AV_MAX_EPOCHS 1000000
 
 static void set_int(AvBlob *b, const char *k, long long v) {
     char s[64];
@@ -92,10 +96,23 @@ static double **hist_cols(AvHistory *h, double **cols) {
     return cols;
 }
 
+/* The first tensor of ts holding a NaN or an infinity, or NULL. */
+static const AvTensor *first_non_finite(AvTensor *const *ts, int n) {
+    for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < ts[i]->rows * ts[i]->cols; k++)
+            if (!isfinite(ts[i]->v[k])) return ts[i];
+    return NULL;
+}
+
 int av_model_save(const char *path, const AvScvi *m, const AvSetup *s, const AvOptState *st,
                   const AvHistory *h, char *err) {
     AvBlob b = {0};
     const AvGraph *g = &m->g;
+    const AvTensor *bad = first_non_finite(g->params, g->n_params);
+    if (!bad) bad = first_non_finite(g->buffers, g->n_buffers);
+    if (bad)
+        return av_err(err, "%s: not written: the model's '%s' is not finite (training diverged)",
+                      path, bad->name);
     av_blob_set_attr(&b, "format", MODEL_FORMAT);
     av_blob_set_attr(&b, "model", "SCVI");
     save_config(&b, &m->cfg);
@@ -150,17 +167,144 @@ int av_model_save(const char *path, const AvScvi *m, const AvSetup *s, const AvO
     return rc;
 }
 
-static long long get_int(const AvBlob *b, const char *k, long long dflt) {
-    const char *v = av_blob_attr(b, k);
-    return v ? atoll(v) : dflt;
+/* Attributes read strictly: a malformed or out-of-range value is the first error of the
+ * load (kept in rc), named with the file and the attribute. */
+typedef struct {
+    const AvBlob *b;
+    const char *path;
+    char *err;
+    int rc;
+} Attrs;
+
+static long long attr_int(Attrs *a, const char *k, long long dflt, long long lo, long long hi) {
+    const char *v = av_blob_attr(a->b, k);
+    if (!v || a->rc) return dflt;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end) {
+        a->rc = av_err(a->err, "%s: attribute '%s' is '%.40s', not an integer", a->path, k, v);
+        return dflt;
+    }
+    if (x < lo || x > hi) {
+        a->rc = av_err(a->err, "%s: attribute '%s' is %lld, expected %lld..%lld", a->path, k, x, lo,
+                       hi);
+        return dflt;
+    }
+    return x;
 }
-static double get_num(const AvBlob *b, const char *k, double dflt) {
-    const char *v = av_blob_attr(b, k);
-    return v ? atof(v) : dflt;
+
+static double attr_num(Attrs *a, const char *k, double dflt, double lo, double hi) {
+    const char *v = av_blob_attr(a->b, k);
+    if (!v || a->rc) return dflt;
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || !(x >= lo && x <= hi)) {
+        a->rc = av_err(a->err, "%s: attribute '%s' is '%.40s', expected a number in [%g, %g]",
+                       a->path, k, v, lo, hi);
+        return dflt;
+    }
+    return x;
 }
+
+static int attr_flag(Attrs *a, const char *k, int dflt) {
+    return (int)attr_int(a, k, dflt, 0, 1);
+}
+
 static char *get_str(const AvBlob *b, const char *k) {
     const char *v = av_blob_attr(b, k);
     return v ? av_strdup(v) : NULL;
+}
+
+static int read_config(const AvBlob *b, const char *path, AvScviConfig *c, char *err) {
+    Attrs a = {b, path, err, 0};
+    av_scvi_defaults(c);
+    c->n_input = attr_int(&a, "n_input", 0, 0, INT64_MAX);
+    c->n_batch = (int)attr_int(&a, "n_batch", 1, INT_MIN, INT_MAX);
+    c->n_labels = (int)attr_int(&a, "n_labels", 1, INT_MIN, INT_MAX);
+    c->n_hidden = (int)attr_int(&a, "n_hidden", 128, INT_MIN, INT_MAX);
+    c->n_latent = (int)attr_int(&a, "n_latent", 10, INT_MIN, INT_MAX);
+    c->n_layers = (int)attr_int(&a, "n_layers", 1, INT_MIN, INT_MAX);
+    c->dropout_rate = (float)attr_num(&a, "dropout_rate", 0.1, 0, 0.999);
+    c->use_observed_lib_size = attr_flag(&a, "use_observed_lib_size", 1);
+    c->encode_covariates = attr_flag(&a, "encode_covariates", 0);
+    c->deeply_inject_covariates = attr_flag(&a, "deeply_inject_covariates", 1);
+    c->bn_encoder = attr_flag(&a, "bn_encoder", 1);
+    c->bn_decoder = attr_flag(&a, "bn_decoder", 1);
+    c->ln_encoder = attr_flag(&a, "ln_encoder", 0);
+    c->ln_decoder = attr_flag(&a, "ln_decoder", 0);
+    c->log_variational = attr_flag(&a, "log_variational", 1);
+    c->n_cont = (int)attr_int(&a, "n_continuous_cov", 0, 0, AV_MAX_CATS);
+    c->n_extra_cat = (int)attr_int(&a, "n_extra_categorical_cov", 0, 0, AV_MAX_CATS - 2);
+    char key[64];
+    for (int k = 0; k < c->n_extra_cat; k++) {
+        snprintf(key, sizeof key, "n_cats_per_cov_%d", k);
+        c->extra_cat_sizes[k] = (int)attr_int(&a, key, 0, INT_MIN, INT_MAX);
+    }
+    if (a.rc) return -1;
+    const char *disp = av_blob_attr(b, "dispersion"), *lik = av_blob_attr(b, "gene_likelihood");
+    const char *lat = av_blob_attr(b, "latent_distribution");
+    if (!disp || !lik || !lat || av_scvi_parse_dispersion(disp, &c->dispersion) ||
+        av_scvi_parse_likelihood(lik, &c->likelihood) ||
+        (strcmp(lat, "ln") && strcmp(lat, "normal")))
+        return av_err(err, "%s: the model configuration is incomplete or unsupported", path);
+    c->latent_ln = !strcmp(lat, "ln");
+    char cerr[AV_ERRLEN];
+    if (av_scvi_check_config(c, cerr)) return av_err(err, "%s: model attribute %s", path, cerr);
+    return 0;
+}
+
+/* The registry's category lists and gene names must have the sizes the configuration
+ * declares: the codes index the model's batch, label and covariate rows. */
+static int check_registry_sizes(const AvBlob *b, const AvScviConfig *c, const char *path,
+                                char *err) {
+    char key[64];
+    for (int k = 0; k < 2 + c->n_extra_cat; k++) {
+        snprintf(key, sizeof key, "registry/categories_%d", k);
+        const AvStrings *cs = av_blob_strings(b, key);
+        long long want = k == 0 ? c->n_batch : k == 1 ? c->n_labels : c->extra_cat_sizes[k - 2];
+        const char *what = k == 0 ? "n_batch" : k == 1 ? "n_labels" : "n_cats_per_cov";
+        if (!cs) return av_err(err, "%s: model file lacks '%s'", path, key);
+        if (cs->n != want)
+            return av_err(err, "%s: '%s' has %lld categories but the model declares %s = %lld",
+                          path, key, (long long)cs->n, what, want);
+    }
+    const AvStrings *vn = av_blob_strings(b, "registry/var_names");
+    if (!vn) return av_err(err, "%s: model file lacks the gene names", path);
+    if (vn->n != c->n_input)
+        return av_err(
+            err, "%s: 'registry/var_names' has %lld genes but the model declares n_input = %lld",
+            path, (long long)vn->n, (long long)c->n_input);
+    return 0;
+}
+
+/* Every array of a group (params, adam_m, adam_v) has the shape the configuration
+ * declares, checked on the declared graph before the model is allocated. */
+static int check_group_shapes(const AvBlob *b, const AvGraph *decl, const char *group,
+                              const char *path, char *err) {
+    char name[512];
+    for (int i = 0; i < decl->n_params; i++) {
+        const AvTensor *t = decl->params[i];
+        snprintf(name, sizeof name, "%s/%s", group, t->name);
+        const AvArray *a = av_blob_array(b, name);
+        int64_t r = t->transposed ? t->cols : t->rows, c = t->transposed ? t->rows : t->cols;
+        if (!a) return av_err(err, "%s: model file lacks '%s'", path, name);
+        if (a->rows != r || a->cols != c)
+            return av_err(err, "%s: '%s' has %lld x %lld values, expected %lld x %lld", path, name,
+                          (long long)a->rows, (long long)a->cols, (long long)r, (long long)c);
+    }
+    return 0;
+}
+
+static int check_param_shapes(const AvBlob *b, const AvScviConfig *c, int with_adam,
+                              const char *path, char *err) {
+    AvGraph decl;
+    av_scvi_declare_params(&decl, c);
+    int rc = check_group_shapes(b, &decl, "params", path, err);
+    if (!rc && with_adam) rc = check_group_shapes(b, &decl, "adam_m", path, err);
+    if (!rc && with_adam) rc = check_group_shapes(b, &decl, "adam_v", path, err);
+    av_graph_free(&decl);
+    return rc;
 }
 
 static int load_tensor(const AvBlob *b, const char *group, const AvTensor *t, float *dst,
@@ -170,7 +314,7 @@ static int load_tensor(const AvBlob *b, const char *group, const AvTensor *t, fl
     const AvArray *a = av_blob_array(b, name);
     int64_t r = t->transposed ? t->cols : t->rows, c = t->transposed ? t->rows : t->cols;
     if (!a) return av_err(err, "%s: model file lacks '%s'", path, name);
-    if (a->rows * a->cols != r * c)
+    if (a->rows != r || a->cols != c)
         return av_err(err, "%s: '%s' has %lld x %lld values, expected %lld x %lld", path, name,
                       (long long)a->rows, (long long)a->cols, (long long)r, (long long)c);
     for (int64_t i = 0; i < r; i++)
@@ -184,48 +328,116 @@ static int load_tensor(const AvBlob *b, const char *group, const AvTensor *t, fl
     return 0;
 }
 
+static char **copy_strings(const AvStrings *cs) {
+    char **out = av_malloc(sizeof(char *) * (size_t)(cs->n + 1));
+    for (int64_t i = 0; i < cs->n; i++) out[i] = av_strdup(cs->items[i]);
+    return out;
+}
+
+/* The registry (sizes already checked against the configuration). */
+static int read_setup(const AvBlob *b, const AvScviConfig *c, AvSetup *s, const char *path,
+                      char *err) {
+    Attrs a = {b, path, err, 0};
+    char key[64];
+    memset(s, 0, sizeof *s);
+    s->layer = get_str(b, "layer");
+    s->batch_key = get_str(b, "batch_key");
+    s->labels_key = get_str(b, "labels_key");
+    s->n_obs = attr_int(&a, "n_obs", 0, 0, INT64_MAX);
+    s->n_extra_cat = c->n_extra_cat;
+    s->n_cont = c->n_cont;
+    for (int k = 0; k < c->n_extra_cat; k++) {
+        snprintf(key, sizeof key, "categorical_covariate_key_%d", k);
+        s->cat_keys[k] = get_str(b, key);
+    }
+    for (int k = 0; k < c->n_cont; k++) {
+        snprintf(key, sizeof key, "continuous_covariate_key_%d", k);
+        s->cont_keys[k] = get_str(b, key);
+    }
+    for (int k = 0; k < 2 + c->n_extra_cat; k++) {
+        snprintf(key, sizeof key, "registry/categories_%d", k);
+        const AvStrings *cs = av_blob_strings(b, key);
+        s->n_categories[k] = cs->n;
+        s->categories[k] = copy_strings(cs);
+    }
+    const AvStrings *vn = av_blob_strings(b, "registry/var_names");
+    s->n_vars = vn->n;
+    s->var_names = copy_strings(vn);
+    return a.rc;
+}
+
+static int read_opt_counters(const AvBlob *b, AvOptState *st, const char *path, char *err) {
+    Attrs a = {b, path, err, 0};
+    st->adam.step = attr_int(&a, "adam_step", 0, 0, INT64_MAX / 2);
+    st->epochs_done = (int)attr_int(&a, "epochs_done", 0, 0, AV_MAX_EPOCHS);
+    st->lr = (float)attr_num(&a, "lr", st->lr, 0, 10);
+    st->best_val = attr_num(&a, "best_validation", INFINITY, -HUGE_VAL, HUGE_VAL);
+    st->bad_epochs = (int)attr_int(&a, "bad_epochs", 0, 0, AV_MAX_EPOCHS);
+    st->bad_epochs_lr = (int)attr_int(&a, "bad_epochs_lr", 0, 0, AV_MAX_EPOCHS);
+    return a.rc;
+}
+
+static int load_opt_state(const AvBlob *b, const AvScvi *m, AvOptState *st, const char *path,
+                          char *err) {
+    const AvGraph *g = &m->g;
+    AvTrainOptions o;
+    av_train_defaults(&o);
+    av_opt_state_init(st, m, &o);
+    if (!av_blob_attr(b, "adam_step")) return 0;
+    int rc = 0;
+    for (int i = 0; i < g->n_params && !rc; i++) {
+        rc = load_tensor(b, "adam_m", g->params[i], st->m + g->params[i]->offset, path, err);
+        if (!rc)
+            rc = load_tensor(b, "adam_v", g->params[i], st->v + g->params[i]->offset, path, err);
+    }
+    return rc ? rc : read_opt_counters(b, st, path, err);
+}
+
+/* History columns: 1 x n_epochs arrays, all of the same length (or absent). */
+static int load_history(const AvBlob *b, AvHistory *h, const char *path, char *err) {
+    memset(h, 0, sizeof *h);
+    const AvArray *cols[9];
+    char key[64];
+    int64_t n = -1;
+    for (int col = 0; col < 9; col++) {
+        snprintf(key, sizeof key, "history/%s", hist_names[col]);
+        cols[col] = av_blob_array(b, key);
+        if (!cols[col]) continue;
+        if (cols[col]->rows != 1 || cols[col]->cols > AV_MAX_EPOCHS ||
+            (n >= 0 && cols[col]->cols != n))
+            return av_err(err, "%s: '%s' has shape %lld x %lld, expected 1 x n_epochs", path, key,
+                          (long long)cols[col]->rows, (long long)cols[col]->cols);
+        n = cols[col]->cols;
+    }
+    double row[9];
+    for (int64_t e = 0; e < n; e++) {
+        for (int col = 0; col < 9; col++) row[col] = cols[col] ? cols[col]->data[e] : NAN;
+        av_history_append(h, row);
+    }
+    Attrs a = {b, path, err, 0};
+    h->seconds = attr_num(&a, "train_seconds", 0, 0, HUGE_VAL);
+    return a.rc;
+}
+
+/* Everything checked against the configuration before anything is allocated for it. */
+static int validate_model_file(const AvBlob *b, const char *path, AvScviConfig *c, char *err) {
+    const char *fmt = av_blob_attr(b, "format");
+    if (!fmt || strcmp(fmt, MODEL_FORMAT))
+        return av_err(err, "%s: not an atlasvi scVI model file (format '%s', expected '%s')", path,
+                      fmt ? fmt : "none", MODEL_FORMAT);
+    if (read_config(b, path, c, err) || check_registry_sizes(b, c, path, err)) return -1;
+    return check_param_shapes(b, c, av_blob_attr(b, "adam_step") != NULL, path, err);
+}
+
 int av_model_load(const char *path, AvScvi *m, AvSetup *s, AvOptState *st, AvHistory *h,
                   int64_t max_batch, char *err) {
     AvBlob b = {0};
+    if (s) memset(s, 0, sizeof *s);
+    if (st) memset(st, 0, sizeof *st);
+    if (h) memset(h, 0, sizeof *h);
     if (av_blob_load(path, &b, err)) return -1;
-    const char *fmt = av_blob_attr(&b, "format");
-    if (!fmt || strcmp(fmt, MODEL_FORMAT)) {
-        av_err(err, "%s: not an atlasvi scVI model file (format '%s', expected '%s')", path,
-               fmt ? fmt : "none", MODEL_FORMAT);
-        av_blob_free(&b);
-        return -1;
-    }
     AvScviConfig c;
-    av_scvi_defaults(&c);
-    c.n_input = get_int(&b, "n_input", 0);
-    c.n_batch = (int)get_int(&b, "n_batch", 1);
-    c.n_labels = (int)get_int(&b, "n_labels", 1);
-    c.n_hidden = (int)get_int(&b, "n_hidden", 128);
-    c.n_latent = (int)get_int(&b, "n_latent", 10);
-    c.n_layers = (int)get_int(&b, "n_layers", 1);
-    c.dropout_rate = (float)get_num(&b, "dropout_rate", 0.1);
-    const char *disp = av_blob_attr(&b, "dispersion"), *lik = av_blob_attr(&b, "gene_likelihood");
-    const char *lat = av_blob_attr(&b, "latent_distribution");
-    int bad = !disp || !lik || !lat || av_scvi_parse_dispersion(disp, &c.dispersion) ||
-              av_scvi_parse_likelihood(lik, &c.likelihood);
-    c.latent_ln = lat && !strcmp(lat, "ln");
-    c.use_observed_lib_size = (int)get_int(&b, "use_observed_lib_size", 1);
-    c.encode_covariates = (int)get_int(&b, "encode_covariates", 0);
-    c.deeply_inject_covariates = (int)get_int(&b, "deeply_inject_covariates", 1);
-    c.bn_encoder = (int)get_int(&b, "bn_encoder", 1);
-    c.bn_decoder = (int)get_int(&b, "bn_decoder", 1);
-    c.ln_encoder = (int)get_int(&b, "ln_encoder", 0);
-    c.ln_decoder = (int)get_int(&b, "ln_decoder", 0);
-    c.log_variational = (int)get_int(&b, "log_variational", 1);
-    c.n_cont = (int)get_int(&b, "n_continuous_cov", 0);
-    c.n_extra_cat = (int)get_int(&b, "n_extra_categorical_cov", 0);
-    char key[64];
-    for (int k = 0; k < c.n_extra_cat && k < AV_MAX_CATS; k++) {
-        snprintf(key, sizeof key, "n_cats_per_cov_%d", k);
-        c.extra_cat_sizes[k] = (int)get_int(&b, key, 0);
-    }
-    if (bad || c.n_input < 1 || c.n_extra_cat > AV_MAX_CATS - 2 || c.n_cont > AV_MAX_CATS) {
-        av_err(err, "%s: the model configuration is incomplete or unsupported", path);
+    if (validate_model_file(&b, path, &c, err)) {
         av_blob_free(&b);
         return -1;
     }
@@ -236,80 +448,19 @@ int av_model_load(const char *path, AvScvi *m, AvSetup *s, AvOptState *st, AvHis
         rc = load_tensor(&b, "params", g->params[i], g->params[i]->v, path, err);
     for (int i = 0; i < g->n_buffers && !rc; i++)
         rc = load_tensor(&b, "buffers", g->buffers[i], g->buffers[i]->v, path, err);
-    if (!rc && s) {
-        memset(s, 0, sizeof *s);
-        s->layer = get_str(&b, "layer");
-        s->batch_key = get_str(&b, "batch_key");
-        s->labels_key = get_str(&b, "labels_key");
-        s->n_obs = get_int(&b, "n_obs", 0);
-        s->n_extra_cat = c.n_extra_cat;
-        s->n_cont = c.n_cont;
-        for (int k = 0; k < c.n_extra_cat; k++) {
-            snprintf(key, sizeof key, "categorical_covariate_key_%d", k);
-            s->cat_keys[k] = get_str(&b, key);
-        }
-        for (int k = 0; k < c.n_cont; k++) {
-            snprintf(key, sizeof key, "continuous_covariate_key_%d", k);
-            s->cont_keys[k] = get_str(&b, key);
-        }
-        for (int k = 0; k < 2 + c.n_extra_cat && !rc; k++) {
-            snprintf(key, sizeof key, "registry/categories_%d", k);
-            const AvStrings *cs = av_blob_strings(&b, key);
-            if (!cs) {
-                rc = av_err(err, "%s: model file lacks '%s'", path, key);
-                break;
-            }
-            s->n_categories[k] = cs->n;
-            s->categories[k] = av_malloc(sizeof(char *) * (size_t)(cs->n + 1));
-            for (int64_t i = 0; i < cs->n; i++) s->categories[k][i] = av_strdup(cs->items[i]);
-        }
-        const AvStrings *vn = av_blob_strings(&b, "registry/var_names");
-        if (!rc && !vn) rc = av_err(err, "%s: model file lacks the gene names", path);
-        if (!rc) {
-            s->n_vars = vn->n;
-            s->var_names = av_malloc(sizeof(char *) * (size_t)(vn->n + 1));
-            for (int64_t i = 0; i < vn->n; i++) s->var_names[i] = av_strdup(vn->items[i]);
-        }
-    }
-    if (!rc && st) {
-        AvTrainOptions o;
-        av_train_defaults(&o);
-        av_opt_state_init(st, m, &o);
-    }
-    if (!rc && st && av_blob_attr(&b, "adam_step")) {
-        for (int i = 0; i < g->n_params && !rc; i++) {
-            rc = load_tensor(&b, "adam_m", g->params[i], st->m + g->params[i]->offset, path, err);
-            if (!rc)
-                rc = load_tensor(&b, "adam_v", g->params[i], st->v + g->params[i]->offset, path,
-                                 err);
-        }
-        st->adam.step = get_int(&b, "adam_step", 0);
-        st->epochs_done = (int)get_int(&b, "epochs_done", 0);
-        st->lr = (float)get_num(&b, "lr", st->lr);
-        st->best_val = get_num(&b, "best_validation", INFINITY);
-        st->bad_epochs = (int)get_int(&b, "bad_epochs", 0);
-        st->bad_epochs_lr = (int)get_int(&b, "bad_epochs_lr", 0);
-    }
-    if (!rc && h) {
-        memset(h, 0, sizeof *h);
-        const AvArray *first = av_blob_array(&b, "history/elbo_train");
-        int n = first ? (int)first->cols : 0;
-        double row[9];
-        for (int e = 0; e < n; e++) {
-            for (int col = 0; col < 9; col++) {
-                snprintf(key, sizeof key, "history/%s", hist_names[col]);
-                const AvArray *a = av_blob_array(&b, key);
-                row[col] = a && a->cols > e ? a->data[e] : NAN;
-            }
-            av_history_append(h, row);
-        }
-        h->seconds = get_num(&b, "train_seconds", 0);
-    }
+    const AvTensor *bad = rc ? NULL : first_non_finite(g->params, g->n_params);
+    if (!rc && !bad) bad = first_non_finite(g->buffers, g->n_buffers);
+    if (bad)
+        rc = av_err(err, "%s: the model's '%s' is not finite (a diverged model)", path, bad->name);
+    if (!rc && s) rc = read_setup(&b, &c, s, path, err);
+    if (!rc && st) rc = load_opt_state(&b, m, st, path, err);
+    if (!rc && h) rc = load_history(&b, h, path, err);
     av_blob_free(&b);
     if (rc) {
         av_scvi_free(m);
         if (st) av_opt_state_free(st);
         if (s) av_setup_free(s);
+        if (h) av_history_free(h);
     }
     return rc;
 }

@@ -19,6 +19,26 @@ typedef struct {
     const char *transform_batch; /* a batch category, or NULL */
 } AvRunOptions;
 
+/* The long options a command line gave (arg as written, "--name" or "--name=value"; the
+ * value, NULL for a flag), for train --resume. */
+#define AV_MAX_GIVEN 256
+typedef struct {
+    int n;
+    const char *arg[AV_MAX_GIVEN];
+    const char *value[AV_MAX_GIVEN];
+} AvGivenOptions;
+void av_given_add(AvGivenOptions *g, const char *arg, const char *value);
+/* --resume: each given model or registry option (--n-latent, --gene-likelihood,
+ * --batch-key, ...) whose value differs from the model's is named with both values in
+ * one error. */
+int av_resume_check(const char *model_path, const AvGivenOptions *g, const AvScviConfig *given_cfg,
+                    const AvSetup *given_setup, const AvScviConfig *model_cfg,
+                    const AvSetup *model_setup, char *err);
+/* The training options given for a resumed run ("--max-epochs 5, --lr 0.0005 (the model:
+ * 0.001, now 0.0005)"), or "none"; written into buf. */
+const char *av_resume_changes(const AvGivenOptions *g, float model_lr, float lr, char *buf,
+                              size_t n);
+
 void av_run_defaults(AvRunOptions *r);
 
 /* Each returns 1 when argv[*i] was its option (advancing *i past a value), 0 otherwise;

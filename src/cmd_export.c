@@ -333,10 +333,6 @@ static void write_registry(AvPkw *w, const AvSetup *s, int64_t n_obs) {
     av_pkw_op(w, 'u'); /* registry */
 }
 
-static const char *norm_name(int enc, int dec) {
-    return enc && dec ? "both" : enc ? "encoder" : dec ? "decoder" : "none";
-}
-
 /* the shortest decimal that reads back as f, as a double (0.1f -> 0.1, not 0.10000000149) */
 static double short_double(float f) {
     char buf[32];
@@ -360,8 +356,8 @@ static void write_init_params(AvPkw *w, const AvScviConfig *c) {
     av_pkw_bool(w, c->encode_covariates);
     av_pkw_str(w, "deeply_inject_covariates");
     av_pkw_bool(w, c->deeply_inject_covariates);
-    key_str(w, "use_batch_norm", norm_name(c->bn_encoder, c->bn_decoder));
-    key_str(w, "use_layer_norm", norm_name(c->ln_encoder, c->ln_decoder));
+    key_str(w, "use_batch_norm", av_scvi_norm_name(c->bn_encoder, c->bn_decoder));
+    key_str(w, "use_layer_norm", av_scvi_norm_name(c->ln_encoder, c->ln_decoder));
     av_pkw_str(w, "log_variational");
     av_pkw_bool(w, c->log_variational);
     av_pkw_op(w, 'u');

@@ -187,9 +187,6 @@ static int config_from_params(const Params *p, AvScviConfig *c, char *err) {
         if ((o = params_get(p, empty_dicts[k])) && o->kind != AV_PY_NONE &&
             !(o->kind == AV_PY_DICT && o->n == 0))
             return av_err(err, "unsupported SCVI option '%s' (not empty)", empty_dicts[k]);
-    if (c->n_hidden < 1 || c->n_latent < 1 || c->n_layers < 1 || c->n_layers > 8)
-        return av_err(err, "unsupported sizes: n_hidden %d, n_latent %d, n_layers %d", c->n_hidden,
-                      c->n_latent, c->n_layers);
     return 0;
 }
 
@@ -322,19 +319,23 @@ static void torch_shape(const AvTensor *t, int *ndim, int64_t *shape) {
     }
 }
 
-static int copy_weight(AvTorchFile *tf, const AvPy *sd, AvTensor *t, int *used, char *err) {
+/* The state-dict entry of t (its index in sd in *at): a tensor of t's shape whose storage
+ * the archive holds. Checked before anything of that size is allocated. */
+static const AvPy *checked_weight(AvTorchFile *tf, const AvPy *sd, const AvTensor *t, int64_t *at,
+                                  char *err) {
     const AvPy *x = NULL;
     for (int64_t i = 0; i < sd->n / 2; i++) {
         const char *k = py_str(sd->items[2 * i]);
         if (k && !strcmp(k, t->name)) {
             x = sd->items[2 * i + 1];
-            used[i] = 1;
+            *at = i;
         }
     }
     if (!x)
-        return av_err(err, "model_state_dict lacks '%s' (options and weights disagree)", t->name);
+        return av_err(err, "model_state_dict lacks '%s' (options and weights disagree)", t->name),
+               NULL;
     if (x->kind != AV_PY_TENSOR)
-        return av_err(err, "state-dict entry '%s' is not a tensor", t->name);
+        return av_err(err, "state-dict entry '%s' is not a tensor", t->name), NULL;
     int nd;
     int64_t shape[2];
     torch_shape(t, &nd, shape);
@@ -349,8 +350,34 @@ static int copy_weight(AvTorchFile *tf, const AvPy *sd, AvTensor *t, int *used, 
             snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", k ? ", " : "",
                      (long long)shape[k]);
         return av_err(err, "state-dict entry '%s' has shape [%s], expected [%s]", t->name, got,
-                      want);
+                      want),
+               NULL;
     }
+    char terr[AV_ERRLEN];
+    if (av_torch_tensor_check(tf, x, terr))
+        return av_err(err, "state-dict entry '%s': %s", t->name, terr), NULL;
+    return x;
+}
+
+/* Every parameter the options declare against the state dict, before av_scvi_build
+ * allocates them: a model.pt declaring n_latent 10^6 over small tensors is refused here. */
+static int check_declared_weights(AvTorchFile *tf, const AvPy *sd, const AvScviConfig *c,
+                                  char *err) {
+    AvGraph decl;
+    av_scvi_declare_params(&decl, c);
+    int rc = 0;
+    int64_t at;
+    for (int i = 0; i < decl.n_params && !rc; i++)
+        rc = checked_weight(tf, sd, decl.params[i], &at, err) ? 0 : -1;
+    av_graph_free(&decl);
+    return rc;
+}
+
+static int copy_weight(AvTorchFile *tf, const AvPy *sd, AvTensor *t, int *used, char *err) {
+    int64_t at = 0;
+    const AvPy *x = checked_weight(tf, sd, t, &at, err);
+    if (!x) return -1;
+    used[at] = 1;
     int64_t n = t->rows * t->cols;
     float *tmp = av_malloc(sizeof(float) * (size_t)n + 1);
     char terr[AV_ERRLEN];
@@ -441,8 +468,13 @@ static int import_dir(const char *dir, const char *out, char *err) {
         c.n_cont = s.n_cont;
         c.n_extra_cat = s.n_extra_cat;
         for (int k = 0; k < s.n_extra_cat; k++) c.extra_cat_sizes[k] = (int)s.n_categories[2 + k];
+        char cerr[AV_ERRLEN];
         if (c.n_input < 1 || c.n_batch < 1 || c.n_labels < 1)
             rc = av_err(err, "%s: the registry has no genes, batches or labels", path);
+        else if (av_scvi_check_config(&c, cerr))
+            rc = av_err(err, "%s: init_params_ / registry: %s", path, cerr);
+        else if (check_declared_weights(tf, sd, &c, cerr))
+            rc = av_err(err, "%s: %s", path, cerr);
     }
     if (!rc) {
         av_scvi_build(&m, &c, 1, 0);

@@ -136,6 +136,23 @@ static int finish_stream(const AvRunOptions *r, const char *input, const AvSetup
     return av_finish_run(&mo, input, s, m, d, st, h, err);
 }
 
+/* Training options apply to a resumed run too: --lr replaces the model's learning rate
+ * and the weight decay is this run's (the model file does not store it); rank 0 says
+ * which were given. */
+static void resume_options(const char *resume, const AvGivenOptions *given, AvOptState *st,
+                           int lr_given, const AvTrainOptions *to) {
+    float model_lr = st->lr;
+    if (lr_given) st->lr = to->lr;
+    st->adam.weight_decay = to->weight_decay;
+    char changes[1024];
+    if (dist_rank() == 0)
+        fprintf(stderr,
+                "atlasvi: resuming %s at epoch %d with its configuration and registry; "
+                "training options for this run: %s\n",
+                resume, st->epochs_done,
+                av_resume_changes(given, model_lr, st->lr, changes, sizeof changes));
+}
+
 int av_cmd_train(int argc, char **argv) {
     AvScviConfig cfg;
     AvTrainOptions to;
@@ -148,10 +165,11 @@ int av_cmd_train(int argc, char **argv) {
     const char *input = NULL, *resume = NULL, *metrics = NULL, *ckpt_path = NULL;
     int ckpt_every = 0, stream = 0, chunk_cells = 65536, window = 4;
     char err[AV_ERRLEN] = "";
-    int bad = 0;
+    int bad = 0, lr_given = 0;
+    AvGivenOptions given = {0};
     for (int i = 1; i < argc && !bad; i++) {
         const char *a = argv[i], *v;
-        int missing = 0;
+        int missing = 0, i0 = i;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             if (dist_rank() == 0) usage(stdout);
             return 0;
@@ -171,6 +189,7 @@ int av_cmd_train(int argc, char **argv) {
             to.train_size_given = 1;
         } else if ((v = av_opt(argc, argv, &i, "--lr", &missing))) {
             bad = av_parse_float(v, "--lr", 0, 10, &to.lr, err);
+            lr_given = 1;
         } else if ((v = av_opt(argc, argv, &i, "--weight-decay", &missing))) {
             bad = av_parse_float(v, "--weight-decay", 0, 10, &to.weight_decay, err);
         } else if ((v = av_opt(argc, argv, &i, "--n-epochs-kl-warmup", &missing))) {
@@ -215,6 +234,8 @@ int av_cmd_train(int argc, char **argv) {
             bad = av_err(err, "unexpected argument '%s'", a) != 0;
         }
         if (missing) bad = av_err(err, "option '%s' needs a value", a) != 0;
+        const char *eq = strchr(a, '=');
+        if (!bad) av_given_add(&given, a, eq ? eq + 1 : i > i0 ? argv[i] : NULL);
     }
     if (!bad && !input) bad = av_err(err, "no input file given (see atlasvi train --help)") != 0;
     if (!bad && !ro.output && !ro.inplace && !ro.model_out)
@@ -250,6 +271,11 @@ int av_cmd_train(int argc, char **argv) {
             av_setup_free(&setup);
             return 1;
         }
+        rc = av_resume_check(resume, &given, &cfg, &setup, &model.cfg, &saved, err);
+        if (dist_any_failed(rc, err)) {
+            av_setup_free(&saved);
+            goto done;
+        }
         av_setup_free(&setup);
         av_setup_copy_keys(&setup, &saved);
         rc = stream ? av_stream_setup(&setup, input, &saved, &data, chunk_cells, window, &si, err)
@@ -257,6 +283,7 @@ int av_cmd_train(int argc, char **argv) {
         av_setup_free(&saved);
         if (rc) goto done;
         cfg = model.cfg;
+        resume_options(resume, &given, &st, lr_given, &to);
     } else {
         if (stream ? av_stream_setup(&setup, input, NULL, &data, chunk_cells, window, &si, err)
                    : av_setup_load(&setup, input, NULL, &data, err)) {

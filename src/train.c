@@ -436,6 +436,7 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
         }
         av_feed_close(feed);
         if (rc) break;
+        if (stop && n_steps == 0) break; /* --max-steps reached at the epoch's start */
         double t_val = av_now();
         t_ep = t_val - t_ep;                  /* the training steps of this epoch */
         double vs[4] = {0, 0, 0, (double)nv}; /* rec, kl, loss, cells */
@@ -475,6 +476,16 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
                          NAN,
                          NAN,
                          NAN};
+        /* scvi-tools raises here; the weights are lost (NaN), so nothing is written and
+         * the last checkpoint stays the last finite model (the same on every rank) */
+        if (!isfinite(row[0])) {
+            rc = av_err(err,
+                        "the training loss is not finite at epoch %d (training diverged; extreme "
+                        "counts in the input, or a learning rate too high?); nothing written",
+                        epoch);
+            stop = 1;
+            break;
+        }
         if (run_val && all[6] > 0) {
             row[5] = (all[4] + all[5]) / all[6];
             row[6] = all[4] / all[6];
@@ -509,12 +520,6 @@ int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvC
             fflush(o->metrics);
         }
         progress(o, c, epoch, max_epochs, row[3], hist->cells_per_s, elapsed);
-        if (!isfinite(row[0])) {
-            stop = 1;
-            if (c->rank == 0)
-                fprintf(stderr, "\natlasvi: warning: loss is not finite at epoch %d; stopping\n",
-                        epoch);
-        }
         if (run_val && !isnan(row[5])) {
             /* Early stopping (6.6) and LR on plateau (6.7) see identical reduced values on
              * every rank, so every rank decides the same. */
@@ -577,11 +582,11 @@ void av_latent(AvScvi *m, const AvTrainData *d, const AvComm *comm, int batch_si
                 continue;
             }
             /* E[softmax(z)] by Monte Carlo with scvi-tools' 5000 samples */
-            double acc[256] = {0};
+            double acc[AV_MAX_LATENT] = {0};
             AvRngSeq rs;
             av_seq_init(&rs, g->seed, AV_STREAM_SAMPLE, (uint64_t)(d->row0 + s + i));
             for (int t = 0; t < 5000; t++) {
-                float z[256], mx = -INFINITY;
+                float z[AV_MAX_LATENT], mx = -INFINITY;
                 for (int64_t j = 0; j < L; j++) {
                     z[j] = mu[j] + sqrtf(v[j]) * (float)av_seq_normal(&rs);
                     mx = z[j] > mx ? z[j] : mx;

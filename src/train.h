@@ -103,7 +103,9 @@ typedef struct {
 void av_opt_state_init(AvOptState *s, const AvScvi *m, const AvTrainOptions *o);
 void av_opt_state_free(AvOptState *s);
 
-/* Trains m on the data; on return the model holds the last weights (as scvi-tools). */
+/* Trains m on the data; on return the model holds the last weights (as scvi-tools). A
+ * training loss that is not finite is an error (-1 and err on every rank, as
+ * scvi-tools raises), before that epoch's history, metrics line or on_epoch. */
 int av_train(AvScvi *m, const AvTrainData *d, const AvTrainOptions *o, const AvComm *comm,
              AvOptState *st, AvHistory *hist, char *err);
 

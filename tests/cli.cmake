@@ -45,9 +45,13 @@ av_cli_test(cli_bad_setup 1 cli_setup.sh ${AV_CLI_DIR}/bad_inputs)
 set_tests_properties(cli_bad_setup PROPERTIES FIXTURES_SETUP av_cli_bad_inputs)
 av_cli_test(cli_bad 1 cli_bad.sh ${AV_CLI_DIR}/bad_inputs ${AV_CLI_DIR}/bad)
 av_cli_test(cli_bad_mpi 2 cli_bad.sh ${AV_CLI_DIR}/bad_inputs ${AV_CLI_DIR}/bad_mpi)
-set_tests_properties(cli_bad cli_bad_mpi PROPERTIES FIXTURES_REQUIRED av_cli_bad_inputs)
+av_cli_test(cli_bad_model 1 cli_bad_model.sh ${AV_CLI_DIR}/bad_inputs ${AV_CLI_DIR}/bad_model)
+av_cli_test(cli_bad_model_mpi 2 cli_bad_model.sh ${AV_CLI_DIR}/bad_inputs
+  ${AV_CLI_DIR}/bad_model_mpi)
+set_tests_properties(cli_bad cli_bad_mpi cli_bad_model cli_bad_model_mpi PROPERTIES
+  FIXTURES_REQUIRED av_cli_bad_inputs)
 # two MPI ranks each: keep the MPI tests from running at the same time on a small machine
-set_tests_properties(cli_e2e_mpi cli_bad_mpi PROPERTIES RESOURCE_LOCK av_cli_mpi PROCESSORS 2)
+set_tests_properties(cli_e2e_mpi cli_bad_mpi cli_bad_model_mpi PROPERTIES RESOURCE_LOCK av_cli_mpi PROCESSORS 2)
 # the OpenMP wait policy main.c picks (its own environment: no OMP_WAIT_POLICY preset)
 add_test(NAME cli_waits COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/cli_waits.sh ${AV_CLI_DIR}/waits)
 set_tests_properties(cli_waits PROPERTIES TIMEOUT 300 ENVIRONMENT "${AV_CLI_ENV};CLI_NP=1"

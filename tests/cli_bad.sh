@@ -2,7 +2,8 @@
 # Bad input to `atlasvi train`, `latent` and `normalize`: each gives exactly one
 # "atlasvi: error:" line and exit 1 within CLI_TIMEOUT (no hang, no crash), on one
 # process or under mpiexec -n CLI_NP; writes no output file and no .tmp file; leaves
-# every input unchanged. Non-integer counts only warn. Inputs: cli_setup.sh's folder.
+# every input unchanged. Non-integer counts only warn; a loss that overflows is an error
+# that keeps the last checkpoint. Inputs: cli_setup.sh's folder.
 # Under MPI a failing mpiexec takes over a second, so cases that exercise nothing
 # distributed beyond what a sibling case does run on one process only (np1_only).
 # usage: cli_bad.sh INPUT_DIR WORK_DIR
@@ -59,6 +60,16 @@ train_err negative "negative count" "$D/neg.h5ad" --batch-key batch
 train_err nan "NaN" "$D/nan.h5ad" --batch-key batch
 np1_only && train_err inf "Inf" "$D/inf.h5ad" --batch-key batch
 train_err zero_cell "zero total counts" "$D/zero.h5ad" --batch-key batch
+# a finite count of 3.4e38 makes the loss overflow: an error, no latent and no model
+expect_train_error diverged "loss is not finite" train "$D/huge.h5ad" --batch-key batch \
+    --max-epochs 2 --no-progress --output "$W/out_diverged.h5ad" --model-out "$W/outmodel_diverged.h5"
+# ... and resuming a good checkpoint onto itself keeps it (no NaN model replaces it)
+cp "$M" "$W/ck.h5"
+s0=$(sums "$W/ck.h5" | cut -d' ' -f1,2)
+expect_train_error diverged_resume "loss is not finite" train "$D/huge.h5ad" --resume "$W/ck.h5" \
+    --model-out "$W/ck.h5" --checkpoint-every 1 --max-epochs 3 --no-progress
+[ "$(sums "$W/ck.h5" | cut -d' ' -f1,2)" = "$s0" ] && ok "diverged_resume: the checkpoint is kept" ||
+    fail "diverged_resume: the good checkpoint was replaced"
 # --write-input on a bad copy leaves it as it was
 cp "$D/neg.h5ad" "$W/neg_copy.h5ad"
 s0=$(sums "$W/neg_copy.h5ad" | cut -d' ' -f1,2)
@@ -90,6 +101,22 @@ np1_only && latent_err model_not_model "notmodel.h5" "$D/notmodel.h5" "$B"
 np1_only && latent_err model_is_data "base.h5ad" "$B" "$B"
 latent_err model_version "version 99" "$D/model_v99.h5" "$B"
 np1_only && train_err resume_not_model "notmodel.h5" "$B" --resume "$D/notmodel.h5"
+# --resume keeps the model's configuration and registry: contradicting options are named
+train_err resume_contradicts "--n-latent 20 (the model: 10), --gene-likelihood nb (the model: zinb), --batch-key other (the model: batch)" \
+    "$B" --resume "$M" --n-latent 20 --gene-likelihood nb --batch-key other
+np1_only && train_err resume_contradicts_eq "--use-batch-norm none (the model: both)" "$B" \
+    --resume "$M" --use-batch-norm=none
+# ... the model's own values and training options are fine; --lr applies and is reported
+if expect_ok resume_options train "$B" --resume "$M" --n-latent 10 --batch-key batch \
+    --dispersion gene --max-epochs 3 --lr 0.0005 --no-progress --model-out "$W/resumed.h5" \
+    --metrics "$W/resumed.jsonl"; then
+    grep -q '^atlasvi: resuming .*training options for this run: --max-epochs 3, --lr 0.0005 (the model: 0.001, now 0.0005)$' \
+        "$W/resume_options.err" && ok "resume_options: the log names the training options" ||
+        fail "resume_options: no resume line naming the options: $(grep resuming "$W/resume_options.err")"
+    [ "$(grep -c '"lr": 0.0005,' "$W/resumed.jsonl")" -eq 2 ] && ok "resume_options: --lr 0.0005 used" ||
+        fail "resume_options: the metrics do not show lr 0.0005: $(head -c 300 "$W/resumed.jsonl")"
+fi
+rm -f "$W/resumed.h5" "$W/resumed.jsonl"
 # data that does not fit the model
 np1_only && latent_err other_genes "other_0" "$M" "$D/genes.h5ad"
 np1_only && latent_err fewer_genes "40 genes" "$M" "$D/fewgenes.h5ad"

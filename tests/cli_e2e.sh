@@ -35,6 +35,14 @@ check_h5ad "$W/out.h5ad" --cells $N --genes $G --obsm X_scVI 10 --like "$S"
 [ "$("$AV_CHECK" --dims "$W/m.h5" history/elbo_train)" = "1 3" ] && ok "history: 3 epochs" ||
     fail "m.h5 history/elbo_train is not 1 x 3"
 
+# --max-steps at an epoch boundary stops there: no empty (NaN) epoch after it
+STEPS=$(head -1 "$W/m.jsonl" | sed 's/.*"steps": \([0-9]*\).*/\1/')
+expect_ok max_steps train "$S" --batch-key batch --max-epochs 3 --max-steps "$STEPS" \
+    --model-out "$W/ms.h5" --metrics "$W/ms.jsonl" --no-progress
+metrics_ok "$W/ms.jsonl" 0 0
+[ "$("$AV_CHECK" --dims "$W/ms.h5" history/elbo_train)" = "1 1" ] && ok "max_steps: 1 epoch" ||
+    fail "ms.h5 history/elbo_train is not 1 x 1"
+
 # latent and normalize with the saved model
 expect_ok latent latent "$W/m.h5" "$S" --output "$W/L.h5ad"
 check_h5ad "$W/L.h5ad" --cells $N --genes $G --obsm X_scVI 10 --like "$S"

@@ -125,6 +125,27 @@ expect_error() {
     return 0
 }
 
+# expect_train_error NAME NEEDLE ARGS...: as expect_error for a failure during training:
+# the training banner ("atlasvi: training scVI on ...") and, with --resume, the resume
+# line ("atlasvi: resuming ...") may precede the one error line.
+expect_train_error() {
+    _n=$1
+    _needle=$2
+    shift 2
+    run_av "$_n" "$@"
+    _rc=$?
+    if [ $_rc -ne 1 ]; then
+        fail "$_n: exit $_rc, want 1: atlasvi $*"
+        sed 's/^/    /' "$W/$_n.err" | head -20
+        return 1
+    fi
+    grep -v -e '^atlasvi: training scVI on ' -e '^atlasvi: resuming ' "$W/$_n.err" \
+        >"$W/$_n.err.nobanner"
+    check_one_error "$_n" "$W/$_n.err.nobanner" "$_needle" || return 1
+    ok "$_n: $(grep '^atlasvi: error' "$W/$_n.err")"
+    return 0
+}
+
 # sums FILE...: one checksum line per file (to compare before/after)
 sums() { cksum "$@" 2>/dev/null; }
 

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Fixture of the CLI bad-input tests: writes the bad inputs into DIR (argument 1) with
 # make_bad_inputs (no Python), a text file named .h5ad, truncated and corrupted copies,
-# and a model trained on base.h5ad (plus a copy claiming another model file version).
+# and a model trained on base.h5ad (plus a copy claiming another model file version and
+# the crafted copies of make_bad_inputs model).
 . "$AV_SRC/tests/cli_lib.sh"
 D=$1
 W=$D
@@ -29,5 +30,6 @@ done
 expect_ok setup_train train "$D/base.h5ad" --batch-key batch --max-epochs 1 \
     --model-out "$D/base_model.h5" --no-progress
 "$AV_MAKE_BAD" version "$D/base_model.h5" "$D/model_v99.h5" || fail "make_bad_inputs version"
+"$AV_MAKE_BAD" model "$D/base_model.h5" "$D" || fail "make_bad_inputs model"
 rm -f "$D"/*.out "$D"/*.err
 finish

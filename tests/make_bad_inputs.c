@@ -6,6 +6,7 @@
  *     neg.h5ad       as base, one count of -1 in the last cell (rank 1's shard under np 2)
  *     nan.h5ad       as base, a NaN in the first cell
  *     inf.h5ad       as base, +Inf in the last cell
+ *     huge.h5ad      as base, one count of 3.4e38 (finite, integer: training diverges)
  *     zero.h5ad      as base, the last cell has no counts at all
  *     frac.h5ad      as base, five counts of x.5 (scvi-tools warns, trains)
  *     genes.h5ad     as base, other gene names (other_0, ...)
@@ -14,7 +15,19 @@
  *     nobatch.h5ad   as base, no obs columns
  *     notmodel.h5    an HDF5 file with one dataset, not a model
  *   make_bad_inputs version MODEL.h5 OUT.h5
- *     copies a model file and sets its atlasvi_blob_version attribute to 99 */
+ *     copies a model file and sets its atlasvi_blob_version attribute to 99
+ *   make_bad_inputs model MODEL.h5 DIR
+ *     crafted copies of a good model file (base_model.h5 of base.h5ad) in DIR:
+ *     m_layers.h5       attribute n_layers = 100000
+ *     m_latent_neg.h5   attribute n_latent = -3
+ *     m_latent_12.h5    attribute n_latent = 12 (in range, the weights say 10)
+ *     m_hidden_text.h5  attribute n_hidden = 12abc
+ *     m_param_huge.h5   params/decoder.px_scale_decoder.0.weight of shape (2^31, 2^31),
+ *                       chunked, no chunk written
+ *     m_param_unstored.h5  the same array with its own shape (50, 128), nothing stored
+ *     m_history_huge.h5 history/elbo_train of shape (2^62, 4), the same
+ *     m_batch_3.h5      registry/categories_0 with 3 batches, n_batch still 2
+ *     m_nan.h5          px_r rewritten with a NaN (what a diverged run used to save) */
 #include <hdf5.h>
 #include <math.h>
 #include <stdint.h>
@@ -22,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/out_h5.h"
 #include "io/output.h"
 #include "src/data.h"
 #include "src/util.h"
@@ -29,7 +43,7 @@
 #define N_CELLS 200
 #define N_GENES 50
 
-typedef enum { PLAIN, NEG, NAN_, INF, ZERO, FRAC, GENES, FEWGENES, NEWBATCH, NOBATCH } Kind;
+typedef enum { PLAIN, NEG, NAN_, INF, HUGE, ZERO, FRAC, GENES, FEWGENES, NEWBATCH, NOBATCH } Kind;
 
 static uint64_t rng_state = 12345;
 static uint32_t next_u32(void) {
@@ -92,6 +106,7 @@ static int write_file(const char *dir, const char *name, Kind kind) {
     if (kind == NEG) m.data[last] = -1.0f;
     if (kind == NAN_) m.data[0] = NAN;
     if (kind == INF) m.data[last] = INFINITY;
+    if (kind == HUGE) m.data[last] = 3.4e38f;
     int rc = av_csr_writer_append(w, &m, err);
     if (rc) {
         av_csr_writer_abort(w);
@@ -159,20 +174,110 @@ static int other_version(const char *model, const char *out) {
     return 0;
 }
 
+static int set_attr(hid_t f, const char *key, const char *value) {
+    if (H5Aexists(f, key) > 0 && H5Adelete(f, key) < 0) return 1;
+    return out_attr_str(f, key, value) ? 1 : 0;
+}
+
+/* Replaces a dataset by a chunked float one of the given shape with no chunk written. */
+static int set_unstored_array(hid_t f, const char *name, hsize_t rows, hsize_t cols) {
+    if (H5Ldelete(f, name, H5P_DEFAULT) < 0) return 1;
+    hsize_t dims[2] = {rows, cols}, chunk[2] = {1, cols < 1024 ? cols : 1024};
+    hid_t sp = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    if (d < 0) return 1;
+    return H5Dclose(d) < 0;
+}
+
+/* Writes NaN over the first value of a float dataset. */
+static int set_nan(hid_t f, const char *name) {
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0) return 1;
+    hsize_t start[2] = {0, 0}, count[2] = {1, 1};
+    hid_t fs = H5Dget_space(d), ms = H5Screate_simple(2, count, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    float v = NAN;
+    herr_t e = H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, &v);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    return e < 0;
+}
+
+static int set_strings(hid_t f, const char *name, int64_t n, const char **items) {
+    if (H5Ldelete(f, name, H5P_DEFAULT) < 0) return 1;
+    hsize_t dim = (hsize_t)n;
+    hid_t sp = H5Screate_simple(1, &dim, NULL), t = out_vlen_str_type();
+    hid_t d = H5Dcreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = d < 0 ? -1 : H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, items);
+    if (d >= 0) H5Dclose(d);
+    H5Tclose(t);
+    H5Sclose(sp);
+    return e < 0;
+}
+
+typedef enum { ATTR, UNSTORED, STRINGS, NAN_VALUE } Craft;
+
+/* One crafted copy of a good model: attribute key = value, dataset name of shape
+ * rows x cols with nothing stored, or string list name of n items. */
+static int crafted_model(const char *model, const char *dir, const char *out, Craft how,
+                         const char *name, const char *value, hsize_t rows, hsize_t cols) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, out);
+    if (copy_file(model, path)) {
+        fprintf(stderr, "make_bad_inputs: cannot copy %s to %s\n", model, path);
+        return 1;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return 1;
+    const char *batches[] = {"b0", "b1", "b2"};
+    int rc = how == ATTR       ? set_attr(f, name, value)
+             : how == UNSTORED ? set_unstored_array(f, name, rows, cols)
+             : how == STRINGS  ? set_strings(f, name, (int64_t)rows, batches)
+                               : set_nan(f, name);
+    if ((H5Fclose(f) < 0 || rc)) {
+        fprintf(stderr, "make_bad_inputs: cannot write %s\n", path);
+        return 1;
+    }
+    return 0;
+}
+
+static int crafted_models(const char *model, const char *dir) {
+    const hsize_t g31 = (hsize_t)1 << 31, g62 = (hsize_t)1 << 62;
+    int rc = crafted_model(model, dir, "m_layers.h5", ATTR, "n_layers", "100000", 0, 0);
+    rc |= crafted_model(model, dir, "m_latent_neg.h5", ATTR, "n_latent", "-3", 0, 0);
+    rc |= crafted_model(model, dir, "m_latent_12.h5", ATTR, "n_latent", "12", 0, 0);
+    rc |= crafted_model(model, dir, "m_hidden_text.h5", ATTR, "n_hidden", "12abc", 0, 0);
+    rc |= crafted_model(model, dir, "m_param_huge.h5", UNSTORED,
+                        "params/decoder.px_scale_decoder.0.weight", NULL, g31, g31);
+    rc |= crafted_model(model, dir, "m_param_unstored.h5", UNSTORED,
+                        "params/decoder.px_scale_decoder.0.weight", NULL, 50, 128);
+    rc |= crafted_model(model, dir, "m_history_huge.h5", UNSTORED, "history/elbo_train", NULL, g62,
+                        4);
+    rc |= crafted_model(model, dir, "m_batch_3.h5", STRINGS, "registry/categories_0", NULL, 3, 0);
+    rc |= crafted_model(model, dir, "m_nan.h5", NAN_VALUE, "params/px_r", NULL, 0, 0);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "version")) return other_version(argv[2], argv[3]);
+    if (argc == 4 && !strcmp(argv[1], "model")) return crafted_models(argv[2], argv[3]);
     if (argc != 3 || strcmp(argv[1], "data")) {
-        fprintf(stderr, "usage: make_bad_inputs data DIR | version MODEL.h5 OUT.h5\n");
+        fprintf(stderr, "usage: make_bad_inputs data DIR | version MODEL.h5 OUT.h5 | model "
+                        "MODEL.h5 DIR\n");
         return 2;
     }
     const char *dir = argv[2];
     static const struct {
         const char *name;
         Kind kind;
-    } files[] = {{"base.h5ad", PLAIN},     {"neg.h5ad", NEG},           {"nan.h5ad", NAN_},
-                 {"inf.h5ad", INF},        {"zero.h5ad", ZERO},         {"frac.h5ad", FRAC},
-                 {"genes.h5ad", GENES},    {"fewgenes.h5ad", FEWGENES}, {"newbatch.h5ad", NEWBATCH},
-                 {"nobatch.h5ad", NOBATCH}};
+    } files[] = {{"base.h5ad", PLAIN},        {"neg.h5ad", NEG},        {"nan.h5ad", NAN_},
+                 {"inf.h5ad", INF},           {"huge.h5ad", HUGE},      {"zero.h5ad", ZERO},
+                 {"frac.h5ad", FRAC},         {"genes.h5ad", GENES},    {"fewgenes.h5ad", FEWGENES},
+                 {"newbatch.h5ad", NEWBATCH}, {"nobatch.h5ad", NOBATCH}};
     int rc = 0;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         rc |= write_file(dir, files[i].name, files[i].kind);

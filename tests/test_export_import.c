@@ -250,9 +250,11 @@ static void test_round_trip(void) {
 
 /* ---- 4. refusals ---- */
 
-/* a model.pt with the given registry model name, setup args and init kwargs */
+/* a model.pt with the given registry model name, setup args and init kwargs (kw_key is
+ * kw_val, or the integer kw_int where kw_val is NULL) */
 static void write_fake(const char *dir, const char *model_name, const char *setup_key,
-                       const char *setup_val, const char *kw_key, const char *kw_val) {
+                       const char *setup_val, const char *kw_key, const char *kw_val,
+                       int64_t kw_int) {
     mkdir(dir, 0777);
     AvPkw w = {0};
     av_pkw_proto2(&w);
@@ -277,7 +279,10 @@ static void write_fake(const char *dir, const char *model_name, const char *setu
     av_pkw_op(&w, '}');
     if (kw_key) {
         av_pkw_str(&w, kw_key);
-        av_pkw_str(&w, kw_val);
+        if (kw_val)
+            av_pkw_str(&w, kw_val);
+        else
+            av_pkw_int(&w, kw_int);
         av_pkw_op(&w, 's');
     }
     av_pkw_op(&w, 's');
@@ -336,20 +341,24 @@ static void expect_refusal(const char *dir, const char *needle) {
 static void test_refusals(void) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/fake_ok", work);
-    write_fake(dir, "SCVI", NULL, NULL, NULL, NULL);
+    write_fake(dir, "SCVI", NULL, NULL, NULL, NULL, 0);
     expect_refusal(dir, "lacks 'px_r'"); /* empty state dict: the weights are checked */
     snprintf(dir, sizeof dir, "%s/fake_scanvi", work);
-    write_fake(dir, "SCANVI", NULL, NULL, NULL, NULL);
+    write_fake(dir, "SCANVI", NULL, NULL, NULL, NULL, 0);
     expect_refusal(dir, "SCANVI model");
     snprintf(dir, sizeof dir, "%s/fake_embedding", work);
-    write_fake(dir, "SCVI", NULL, NULL, "batch_representation", "embedding");
+    write_fake(dir, "SCVI", NULL, NULL, "batch_representation", "embedding", 0);
     expect_refusal(dir, "batch_representation");
     snprintf(dir, sizeof dir, "%s/fake_sizefactor", work);
-    write_fake(dir, "SCVI", "size_factor_key", "sf", NULL, NULL);
+    write_fake(dir, "SCVI", "size_factor_key", "sf", NULL, NULL, 0);
     expect_refusal(dir, "size_factor_key");
     snprintf(dir, sizeof dir, "%s/fake_option", work);
-    write_fake(dir, "SCVI", NULL, NULL, "gene_likelihood", "normal");
+    write_fake(dir, "SCVI", NULL, NULL, "gene_likelihood", "normal", 0);
     expect_refusal(dir, "gene_likelihood");
+    /* sizes are checked before anything is allocated for them (this one asked for 6 GB) */
+    snprintf(dir, sizeof dir, "%s/fake_latent_huge", work);
+    write_fake(dir, "SCVI", NULL, NULL, "n_latent", NULL, 1000000);
+    expect_refusal(dir, "n_latent is 1000000");
     snprintf(dir, sizeof dir, "%s/not_zip", work);
     mkdir(dir, 0777);
     sh("echo hello > %s/model.pt", dir);
