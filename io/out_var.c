@@ -88,9 +88,8 @@ int av_h5ad_add_var_columns(const char *path, const AvVarColumn *cols, int n_col
     av_free_strings(old, n_old > 0 ? n_old : 0);
     free(idx);
     if (g >= 0) H5Gclose(g);
-    herr_t fl = H5Fflush(f, H5F_SCOPE_GLOBAL);
-    if (H5Fclose(f) < 0 || fl < 0)
-        if (!rc) rc = av_err(err, "%s: writing the file failed (disk full?)", path);
+    if (out_file_close(f) && !rc)
+        rc = av_err(err, "%s: writing the file failed (disk full?)", path);
     return rc ? -1 : 0;
 }
 
@@ -128,8 +127,7 @@ int av_h5ad_copy_obs(const char *path, const char *src, char *err) {
                          : 0;
                 if (rc) av_err(err, "%s: cannot copy obs from %s", path, src);
             }
-            herr_t fl = H5Fflush(f, H5F_SCOPE_GLOBAL);
-            if ((H5Fclose(f) < 0 || fl < 0) && rc >= 0)
+            if (out_file_close(f) && rc >= 0)
                 rc = av_err(err, "%s: writing the file failed (disk full?)", path) ? -1 : -1;
         }
     }
@@ -169,8 +167,7 @@ int av_h5ad_copy_missing(const char *path, const char *src, char *err) {
         H5Literate(s, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_one, &c);
         if (c.failed)
             rc = av_err(err, "%s: cannot copy /%s from %s (disk full?)", path, c.name, src);
-        herr_t fl = H5Fflush(f, H5F_SCOPE_GLOBAL);
-        if ((H5Fclose(f) < 0 || fl < 0) && !rc)
+        if (out_file_close(f) && !rc)
             rc = av_err(err, "%s: writing the file failed (disk full?)", path);
     }
     H5Fclose(s);

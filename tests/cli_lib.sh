@@ -125,6 +125,25 @@ expect_error() {
     return 0
 }
 
+# expect_late_error NAME NEEDLE ARGS...: as expect_error, for failures after the work
+# (writing results): the run's progress lines may come before the one error line.
+expect_late_error() {
+    _n=$1
+    _needle=$2
+    shift 2
+    run_av "$_n" "$@"
+    _rc=$?
+    grep -v '^atlasvi: training ' "$W/$_n.err" >"$W/$_n.err_only"
+    if [ $_rc -ne 1 ]; then
+        fail "$_n: exit $_rc, want 1: atlasvi $*"
+        sed 's/^/    /' "$W/$_n.err" | head -20
+        return 1
+    fi
+    check_one_error "$_n" "$W/$_n.err_only" "$_needle" || return 1
+    ok "$_n: $(grep '^atlasvi: error' "$W/$_n.err")"
+    return 0
+}
+
 # sums FILE...: one checksum line per file (to compare before/after)
 sums() { cksum "$@" 2>/dev/null; }
 
