@@ -536,6 +536,30 @@ static int finish_categorical(AvColumn *out, int64_t n, const char *file, const 
     return 0;
 }
 
+/* The length of a 1-D or n x 1 dataset; -1 otherwise. */
+static int64_t vector_length(hid_t loc, const char *path) {
+    if (!h5u_is_dataset(loc, path)) return -1;
+    hid_t d = H5Dopen2(loc, path, H5P_DEFAULT);
+    int64_t dims[2];
+    int r = d >= 0 ? h5u_dims(d, dims) : -1;
+    if (d >= 0) H5Dclose(d);
+    return r == 1 || (r == 2 && dims[1] == 1) ? dims[0] : -1;
+}
+
+int64_t h5u_column_length(hid_t loc, const char *path) {
+    if (!h5u_is_group(loc, path)) return vector_length(loc, path);
+    hid_t g = H5Gopen2(loc, path, H5P_DEFAULT);
+    char *enc = g >= 0 ? h5u_attr_string(g, "encoding-type") : NULL;
+    int64_t n = -1;
+    if (enc && !strcmp(enc, "categorical"))
+        n = vector_length(g, "codes");
+    else if (enc && !strncmp(enc, "nullable-", 9))
+        n = vector_length(g, "values");
+    free(enc);
+    if (g >= 0) H5Gclose(g);
+    return n;
+}
+
 int h5u_read_column(hid_t grp, const char *key, int64_t n, AvColumn *out, const char *file,
                     const char *where, char *err) {
     memset(out, 0, sizeof *out);

@@ -110,23 +110,23 @@ static char *join_path(const char *a, const char *b) {
     return s;
 }
 
-/* The dataset holding a dataframe's index: `_index` attr, else "_index" or "index". */
+/* The object holding a dataframe's index (a dataset of strings, or a nullable-string-array
+ * or categorical group): the one the `_index` attribute names (whether or not it exists,
+ * so that a broken index is an error, not numbered names), else "_index" or "index". */
 static char *dataframe_index(hid_t file, const char *grp) {
     hid_t g = H5Gopen2(file, grp, H5P_DEFAULT);
     if (g < 0) return NULL;
     char *name = h5u_attr_string(g, "_index");
     H5Gclose(g);
-    char *path = NULL;
     if (name) {
-        path = join_path(grp, name);
+        char *path = join_path(grp, name);
         free(name);
-        if (h5u_is_dataset(file, path)) return path;
-        free(path);
+        return path;
     }
     static const char *tries[] = {"_index", "index"};
     for (int i = 0; i < 2; i++) {
-        path = join_path(grp, tries[i]);
-        if (h5u_is_dataset(file, path)) return path;
+        char *path = join_path(grp, tries[i]);
+        if (h5u_exists(file, path)) return path;
         free(path);
     }
     return NULL;
@@ -197,24 +197,29 @@ static int open_h5ad_frames(AvInput *in, hid_t f, const char *var_grp, char *err
         dataframe_columns(f, var_grp, m->var_index, &m->n_var_columns, &m->var_columns);
     }
     const char *what[2] = {m->obs_index, m->var_index};
+    const char *grp[2] = {m->obs_grp, m->var_grp};
     int64_t want[2] = {in->n_obs, in->n_vars};
     for (int k = 0; k < 2; k++) {
+        if (!what[k] && grp[k])
+            return av_err(err, "%s: /%s has no index (no '_index' attribute, '_index' or 'index')",
+                          in->path, grp[k]);
         if (!what[k]) continue;
-        hid_t d = H5Dopen2(f, what[k], H5P_DEFAULT);
-        int64_t dims[2];
-        int r = d >= 0 ? h5u_dims(d, dims) : -1;
-        if (d >= 0) H5Dclose(d);
-        if (r == 1 && m->st == AV_ST_NONE) {
+        int64_t len = h5u_column_length(f, what[k]);
+        if (len < 0)
+            return av_err(err,
+                          "%s: /%s: the %s index is missing or unreadable (expected strings, a "
+                          "nullable-string-array or a categorical)",
+                          in->path, what[k], k ? "var" : "obs");
+        if (m->st == AV_ST_NONE) {
             if (k)
-                in->n_vars = dims[0];
+                in->n_vars = len;
             else
-                in->n_obs = dims[0];
+                in->n_obs = len;
             continue;
         }
-        if (r != 1 || dims[0] != want[k])
+        if (len != want[k])
             return av_err(err, "%s: /%s has %lld names but /%s has %lld %s", in->path, what[k],
-                          r == 1 ? (long long)dims[0] : -1LL, mp, (long long)want[k],
-                          k ? "columns" : "rows");
+                          (long long)len, mp, (long long)want[k], k ? "columns" : "rows");
     }
     return 0;
 }

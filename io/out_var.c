@@ -6,21 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/h5util.h"
 #include "io/out_h5.h"
 #include "src/util.h"
 
+/* The length of a dataframe group's index (any encoding the readers know); -1 if none. */
 static int64_t index_length(hid_t g) {
     char *idx = out_attr_get_str(g, "_index");
-    int64_t n = -1;
-    if (idx && H5Lexists(g, idx, H5P_DEFAULT) > 0) {
-        hid_t d = H5Dopen2(g, idx, H5P_DEFAULT);
-        if (d >= 0) {
-            hid_t s = H5Dget_space(d);
-            if (H5Sget_simple_extent_ndims(s) == 1) n = (int64_t)H5Sget_simple_extent_npoints(s);
-            H5Sclose(s);
-            H5Dclose(d);
-        }
-    }
+    int64_t n = idx ? h5u_column_length(g, idx) : -1;
     free(idx);
     return n;
 }

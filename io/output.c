@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/h5util.h"
 #include "io/out_h5.h"
 #include "io/replace.h"
 #include "src/util.h"
@@ -217,15 +218,7 @@ static int64_t frame_length(hid_t f, const char *name) {
     }
     hid_t g = H5Gopen2(f, name, H5P_DEFAULT);
     char *idx = out_attr_get_str(g, "_index");
-    if (idx && H5Lexists(g, idx, H5P_DEFAULT) > 0) {
-        hid_t d = H5Dopen2(g, idx, H5P_DEFAULT);
-        if (d >= 0) {
-            hid_t s = H5Dget_space(d);
-            n = H5Sget_simple_extent_npoints(s);
-            H5Sclose(s);
-            H5Dclose(d);
-        }
-    }
+    if (idx) n = h5u_column_length(g, idx);
     free(idx);
     H5Gclose(g);
     return n;

@@ -92,6 +92,8 @@ latent_err model_version "version 99" "$D/model_v99.h5" "$B"
 np1_only && train_err resume_not_model "notmodel.h5" "$B" --resume "$D/notmodel.h5"
 # data that does not fit the model
 np1_only && latent_err other_genes "other_0" "$M" "$D/genes.h5ad"
+# the same genes under a var index anndata 0.13 + pandas 3 writes (nullable-string-array)
+np1_only && latent_err other_genes_nullable "other_0" "$M" "$D/nullgenes.h5ad"
 np1_only && latent_err fewer_genes "40 genes" "$M" "$D/fewgenes.h5ad"
 latent_err new_batch "'b9'" "$M" "$D/newbatch.h5ad"
 np1_only && latent_err no_batch_column "'batch'" "$M" "$D/nobatch.h5ad"

@@ -12,6 +12,8 @@
  *     fewgenes.h5ad  40 genes instead of 50
  *     newbatch.h5ad  as base, batch categories b0, b9 (b9 unknown to a model of base)
  *     nobatch.h5ad   as base, no obs columns
+ *     nullgenes.h5ad as genes.h5ad, its var index a nullable-string-array (anndata 0.13
+ *                    with pandas 3)
  *     notmodel.h5    an HDF5 file with one dataset, not a model
  *   make_bad_inputs version MODEL.h5 OUT.h5
  *     copies a model file and sets its atlasvi_blob_version attribute to 99 */
@@ -25,6 +27,7 @@
 #include "io/output.h"
 #include "src/data.h"
 #include "src/util.h"
+#include "tests/h5_fixture_util.h"
 
 #define N_CELLS 200
 #define N_GENES 50
@@ -159,6 +162,26 @@ static int other_version(const char *model, const char *out) {
     return 0;
 }
 
+/* nullgenes.h5ad: genes.h5ad with var/_index rewritten as a nullable-string-array. */
+static int nullable_var_index(const char *dir) {
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/genes.h5ad", dir);
+    snprintf(to, sizeof to, "%s/nullgenes.h5ad", dir);
+    if (copy_file(from, to)) return 1;
+    hid_t f = H5Fopen(to, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = f < 0 ? -1 : H5Gopen2(f, "var", H5P_DEFAULT);
+    if (g < 0 || H5Ldelete(g, "_index", H5P_DEFAULT) < 0) return 1;
+    char names[N_GENES][32];
+    const char *items[N_GENES];
+    for (int j = 0; j < N_GENES; j++) {
+        snprintf(names[j], sizeof names[j], "other_%d", j);
+        items[j] = names[j];
+    }
+    fx_nullable_strings(g, "_index", items, NULL, N_GENES);
+    H5Gclose(g);
+    return H5Fclose(f) < 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "version")) return other_version(argv[2], argv[3]);
     if (argc != 3 || strcmp(argv[1], "data")) {
@@ -176,6 +199,7 @@ int main(int argc, char **argv) {
     int rc = 0;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         rc |= write_file(dir, files[i].name, files[i].kind);
+    rc |= nullable_var_index(dir);
     rc |= write_not_model(dir);
     return rc;
 }
