@@ -19,17 +19,27 @@ void h5u_init(void) {
     av_register_lzf();
 }
 
-static char last_err[256];
+static char last_err[256], noted_err[256];
 
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    (void)data;
-    if (n == 0 && e->desc) snprintf(last_err, sizeof last_err, "%s", e->desc);
+    char *out = data;
+    if (n == 0 && e->desc) snprintf(out, 256, "%s", e->desc);
     return 0;
+}
+
+/* Keeps HDF5's message of a failed call before clean-up calls (which clear the error
+ * stack) run. */
+static void note_error(void) {
+    noted_err[0] = '\0';
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, noted_err);
 }
 
 const char *h5u_last_error(void) {
     last_err[0] = '\0';
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, NULL);
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, last_err);
+    if (!last_err[0]) snprintf(last_err, sizeof last_err, "%s", noted_err);
+    if (!last_err[0]) snprintf(last_err, sizeof last_err, "HDF5 gave no detail");
+    noted_err[0] = '\0';
     return last_err;
 }
 
@@ -231,6 +241,7 @@ int h5u_read_slab(hid_t dset, hid_t mem_type, int64_t lo, int64_t count, void *b
     if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL) >= 0) {
         hid_t ms = H5Screate_simple(1, &cnt, NULL);
         rc = H5Dread(dset, mem_type, ms, fs, H5P_DEFAULT, buf) < 0 ? -1 : 0;
+        if (rc) note_error();
         H5Sclose(ms);
     }
     H5Sclose(fs);
