@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "io/h5util.h"
@@ -593,6 +594,18 @@ static AvInputImpl *new_impl(void) {
     return m;
 }
 
+/* A folder holding zarr's metadata: .zgroup/.zattrs (zarr v2) or zarr.json (v3). */
+static int zarr_store(const char *dir) {
+    static const char *const marks[] = {".zgroup", ".zattrs", "zarr.json"};
+    for (int i = 0; i < 3; i++) {
+        char *p = join_path(dir, marks[i]);
+        int found = access(p, F_OK) == 0;
+        free(p);
+        if (found) return 1;
+    }
+    return 0;
+}
+
 int av_input_open(AvInput *in, const char *path, const char *layer, char *err) {
     memset(in, 0, sizeof *in);
     h5u_init();
@@ -603,7 +616,12 @@ int av_input_open(AvInput *in, const char *path, const char *layer, char *err) {
     in->impl = new_impl();
     AvInputImpl *m = in->impl;
     int rc = 0;
-    if (S_ISDIR(sb.st_mode)) {
+    if (S_ISDIR(sb.st_mode) && zarr_store(path)) {
+        rc = av_err(err,
+                    "%s: a zarr store (anndata's write_zarr), which atlasvi does not read; write "
+                    "it as .h5ad: anndata.read_zarr(path).write_h5ad(...)",
+                    path);
+    } else if (S_ISDIR(sb.st_mode)) {
         in->format = AV_FMT_MTX_DIR;
         rc = av_mtx_open(in, path, layer, err);
     } else {

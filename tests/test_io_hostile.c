@@ -1,5 +1,6 @@
 /* Hostile inputs (issue 12) read through io/input.h: Matrix Market size lines that would
- * overflow or allocate gigabytes, and h5ad dataframes whose index is written in an
+ * overflow or allocate gigabytes, zarr stores named .h5ad, and h5ad dataframes whose
+ * index is written in an
  * encoding of today's anndata (nullable-string-array, categorical) or cannot be read.
  * Every fixture is written here (plain text, or HDF5's C API). A process limit on the
  * address space (4 GiB, not under AddressSanitizer) turns an allocation sized from a
@@ -208,6 +209,18 @@ static void test_indexes(void) {
                       "var index is missing or unreadable");
 }
 
+/* A folder named like an .h5ad that is a zarr store (v2: .zgroup, v3: zarr.json). */
+static void test_zarr(void) {
+    static const char *const marks[2] = {".zgroup", "zarr.json"};
+    for (int v = 0; v < 2; v++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/store_v%d.h5ad", dir, v + 2);
+        mkdir(p, 0755);
+        write_text(p, marks[v], "{}\n");
+        expect_open_error(marks[v], p, "a zarr store");
+    }
+}
+
 int main(int argc, char **argv) {
 #if !defined(__SANITIZE_ADDRESS__)
     struct rlimit as = {4ull << 30, 4ull << 30};
@@ -218,6 +231,7 @@ int main(int argc, char **argv) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     test_mtx_sizes();
     test_indexes();
+    test_zarr();
     if (failures) {
         printf("%d failure(s)\n", failures);
         return 1;
