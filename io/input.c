@@ -1,5 +1,6 @@
 /* Input readers: format detection, .h5ad, 10x HDF5 (v3 and v2), loom; shared row
  * reading for CSR, CSC, dense and transposed dense storage. Matrix Market is in mtx.c. */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -485,6 +486,7 @@ static int open_10x(AvInput *in, const char *layer, int v3, char *err) {
         H5Dclose(d);
     }
     if (!types) {
+        m->untyped_features = 1;
         types = av_calloc((size_t)(nf ? nf : 1), sizeof *types);
         for (int64_t i = 0; i < nf; i++) types[i] = av_strdup("Gene Expression");
     }
@@ -791,6 +793,26 @@ int av_input_read_names(AvInput *in, char *err) {
         }
     }
     return 0;
+}
+
+/* A feature name of an antibody-derived tag: "TotalSeq" (any case), "_prot", or "ADT" as
+ * a word of the name ("ADT_CD3", "CD4-ADT"; not the gene ADTRP). */
+static int antibody_like(const char *name) {
+    if (strcasestr(name, "totalseq") || strstr(name, "_prot")) return 1;
+    for (const char *p = strstr(name, "ADT"); p; p = strstr(p + 1, "ADT")) {
+        int starts = p == name || !isalnum((unsigned char)p[-1]);
+        if (starts && !isalnum((unsigned char)p[3])) return 1;
+    }
+    return 0;
+}
+
+int64_t av_input_untyped_antibodies(const AvInput *in, const char **example) {
+    int64_t n = 0;
+    *example = NULL;
+    if (!in->impl->untyped_features || !in->var_names) return 0;
+    for (int64_t j = 0; j < in->n_vars; j++)
+        if (antibody_like(in->var_names[j]) && n++ == 0) *example = in->var_names[j];
+    return n;
 }
 
 /* ---------------------------------------------------------------- rows */

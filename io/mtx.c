@@ -313,6 +313,7 @@ int av_mtx_open(AvInput *in, const char *dir, const char *layer, char *err) {
     nf = feat.n;
     /* Feature types (third column of features.tsv), selectable like 10x HDF5. */
     int has_type = feat.ncol >= 3;
+    m->untyped_features = !has_type;
     const char *want = layer ? layer : "Gene Expression";
     if (!has_type && layer && strcmp(layer, "all") && strcmp(layer, "Gene Expression")) {
         rc = av_err(err, "%s: no feature_type column, so layer '%s' cannot be selected", pf, layer);

@@ -1,7 +1,7 @@
 /* Hostile inputs (issue 12) read through io/input.h: Matrix Market size lines that would
  * overflow or allocate gigabytes, zarr stores named .h5ad, and h5ad dataframes whose
- * index is written in an
- * encoding of today's anndata (nullable-string-array, categorical) or cannot be read.
+ * index is written in an encoding of today's anndata (nullable-string-array,
+ * categorical) or cannot be read.
  * Every fixture is written here (plain text, or HDF5's C API). A process limit on the
  * address space (4 GiB, not under AddressSanitizer) turns an allocation sized from a
  * header into a failure of this test. argv[1]: a scratch folder (created). */
@@ -221,6 +221,30 @@ static void test_zarr(void) {
     }
 }
 
+/* Antibody-like feature names are counted only where the file has no feature types. */
+static void test_untyped_antibodies(void) {
+    const char *head = "%%MatrixMarket matrix coordinate integer general\n3 2 1\n1 1 5\n";
+    char p[1200], err[AV_ERRLEN] = "";
+    snprintf(p, sizeof p, "%s/mtx_adt", dir);
+    mkdir(p, 0755);
+    write_text(p, "features.tsv", "a\tCD3_TotalSeqB\nb\tADTRP\nc\tADT_CD4\n");
+    write_text(p, "barcodes.tsv", "AAA-1\nCCC-1\n");
+    write_text(p, "matrix.mtx", head);
+    AvInput in;
+    const char *example = NULL;
+    int rc = av_input_open(&in, p, NULL, err) || av_input_read_names(&in, err);
+    int64_t n = rc ? -1 : av_input_untyped_antibodies(&in, &example);
+    CHECK(n == 2 && example && !strcmp(example, "CD3_TotalSeqB"),
+          "untyped: %lld antibody-like (%s), want 2 (CD3_TotalSeqB; ADTRP is a gene): %s",
+          (long long)n, example ? example : "-", err);
+    if (n == 2) printf("ok   untyped features: 2 antibody-like, e.g. %s\n", example);
+    if (!rc) av_input_close(&in);
+    rc = av_input_open(&in, mtx_folder("mtx_typed", head), NULL, err) ||
+         av_input_read_names(&in, err);
+    CHECK(!rc && av_input_untyped_antibodies(&in, &example) == 0, "typed features: %s", err);
+    if (!rc) av_input_close(&in);
+}
+
 int main(int argc, char **argv) {
 #if !defined(__SANITIZE_ADDRESS__)
     struct rlimit as = {4ull << 30, 4ull << 30};
@@ -232,6 +256,7 @@ int main(int argc, char **argv) {
     test_mtx_sizes();
     test_indexes();
     test_zarr();
+    test_untyped_antibodies();
     if (failures) {
         printf("%d failure(s)\n", failures);
         return 1;
