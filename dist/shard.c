@@ -1,9 +1,14 @@
 #include "dist/dist.h"
 
 /* Weight of rows [0, row): their non-zeros plus one per row. Strictly increasing in row
- * for a valid (non-decreasing) indptr, so a boundary can be found by bisection. */
+ * for a valid (non-decreasing) indptr, so a boundary can be found by bisection. Kept in
+ * [0, INT64_MAX] for a corrupt one (values near INT64_MAX, or decreasing), which the
+ * readers reject later: the plan must not overflow first. */
 static int64_t cost(const int64_t *indptr, int64_t row) {
-    return indptr[row] - indptr[0] + row;
+    int64_t w;
+    if (__builtin_sub_overflow(indptr[row], indptr[0], &w) || __builtin_add_overflow(w, row, &w))
+        return indptr[row] > indptr[0] ? INT64_MAX : 0;
+    return w < 0 ? 0 : w;
 }
 
 /* floor(r * total / p) without forming r * total (total may be near 2^62). */

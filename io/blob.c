@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "io/out_h5.h"
+#include "io/replace.h"
 #include "src/util.h"
 
 #define BLOB_VERSION 1
@@ -229,19 +230,17 @@ static int check_names(const char *path, const AvBlob *b, char *err) {
 int av_blob_save(const char *path, const AvBlob *b, char *err) {
     out_h5_quiet();
     if (check_names(path, b, err)) return -1;
-    size_t pl = strlen(path);
-    char *tmp = av_malloc(pl + 5);
-    snprintf(tmp, pl + 5, "%s.tmp", path);
-    unlink(tmp);
+    AvReplace r;
+    if (av_replace_begin(&r, path, err)) return -1;
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     H5Pset_link_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
     H5Pset_attr_creation_order(fcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
+    hid_t f = out_file_create(r.tmp, fcpl);
     H5Pclose(fcpl);
     if (f < 0) {
         av_err(err, "%s: cannot create the temporary file '%s' (is the folder writable?)", path,
-               tmp);
-        free(tmp);
+               r.tmp);
+        av_replace_abort(&r);
         return -1;
     }
     int rc = 0;
@@ -261,14 +260,15 @@ int av_blob_save(const char *path, const AvBlob *b, char *err) {
     for (int i = 0; i < b->n_strings && !rc; i++)
         if (save_strings(f, &b->strings[i]))
             rc = av_err(err, "%s: cannot write strings '%s'", path, b->strings[i].name);
-    herr_t fl = rc ? 0 : H5Fflush(f, H5F_SCOPE_GLOBAL);
-    if ((H5Fclose(f) < 0 || fl < 0) && !rc)
+    if (rc)
+        out_file_discard(f);
+    else if (out_file_close(f))
         rc = av_err(err, "%s: writing the file failed (disk full?)", path);
-    if (!rc && rename(tmp, path) != 0)
-        rc = av_err(err, "%s: cannot move '%s' into place", path, tmp);
-    if (rc) unlink(tmp);
-    free(tmp);
-    return rc;
+    if (rc) {
+        av_replace_abort(&r);
+        return rc;
+    }
+    return av_replace_commit(&r, err);
 }
 
 /* ---- load ---- */

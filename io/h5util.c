@@ -19,17 +19,27 @@ void h5u_init(void) {
     av_register_lzf();
 }
 
-static char last_err[256];
+static char last_err[256], noted_err[256];
 
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    (void)data;
-    if (n == 0 && e->desc) snprintf(last_err, sizeof last_err, "%s", e->desc);
+    char *out = data;
+    if (n == 0 && e->desc) snprintf(out, 256, "%s", e->desc);
     return 0;
+}
+
+/* Keeps HDF5's message of a failed call before clean-up calls (which clear the error
+ * stack) run. */
+static void note_error(void) {
+    noted_err[0] = '\0';
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, noted_err);
 }
 
 const char *h5u_last_error(void) {
     last_err[0] = '\0';
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, NULL);
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, last_err);
+    if (!last_err[0]) snprintf(last_err, sizeof last_err, "%s", noted_err);
+    if (!last_err[0]) snprintf(last_err, sizeof last_err, "HDF5 gave no detail");
+    noted_err[0] = '\0';
     return last_err;
 }
 
@@ -231,6 +241,7 @@ int h5u_read_slab(hid_t dset, hid_t mem_type, int64_t lo, int64_t count, void *b
     if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &cnt, NULL) >= 0) {
         hid_t ms = H5Screate_simple(1, &cnt, NULL);
         rc = H5Dread(dset, mem_type, ms, fs, H5P_DEFAULT, buf) < 0 ? -1 : 0;
+        if (rc) note_error();
         H5Sclose(ms);
     }
     H5Sclose(fs);
@@ -534,6 +545,30 @@ static int finish_categorical(AvColumn *out, int64_t n, const char *file, const 
             return av_err(err, "%s: %s/%s: code %d at row %lld is outside [-1, %d)", file, where,
                           key, out->codes[i], (long long)i, out->n_categories);
     return 0;
+}
+
+/* The length of a 1-D or n x 1 dataset; -1 otherwise. */
+static int64_t vector_length(hid_t loc, const char *path) {
+    if (!h5u_is_dataset(loc, path)) return -1;
+    hid_t d = H5Dopen2(loc, path, H5P_DEFAULT);
+    int64_t dims[2];
+    int r = d >= 0 ? h5u_dims(d, dims) : -1;
+    if (d >= 0) H5Dclose(d);
+    return r == 1 || (r == 2 && dims[1] == 1) ? dims[0] : -1;
+}
+
+int64_t h5u_column_length(hid_t loc, const char *path) {
+    if (!h5u_is_group(loc, path)) return vector_length(loc, path);
+    hid_t g = H5Gopen2(loc, path, H5P_DEFAULT);
+    char *enc = g >= 0 ? h5u_attr_string(g, "encoding-type") : NULL;
+    int64_t n = -1;
+    if (enc && !strcmp(enc, "categorical"))
+        n = vector_length(g, "codes");
+    else if (enc && !strncmp(enc, "nullable-", 9))
+        n = vector_length(g, "values");
+    free(enc);
+    if (g >= 0) H5Gclose(g);
+    return n;
 }
 
 int h5u_read_column(hid_t grp, const char *key, int64_t n, AvColumn *out, const char *file,

@@ -51,6 +51,11 @@ int h5u_check_filters(hid_t dset, const char *file, const char *path, char *err)
 /* "float32", "int64", "vlen string", ... for the dataset's stored type. */
 const char *h5u_type_name(hid_t dset, char *buf, size_t len);
 
+/* The length of the column (or dataframe index) at path, in any encoding h5u_read_column
+ * reads: a 1-D (or n x 1) dataset, a nullable-* group (its values), a categorical (its
+ * codes); -1 when there is none or it is none of these. */
+int64_t h5u_column_length(hid_t loc, const char *path);
+
 /* Reads an obs/var-like column stored under group grp with name key as a categorical
  * (modern group or legacy codes + object-ref categories), nullable, numeric or string
  * column. n is the expected length. */

@@ -1,10 +1,12 @@
 /* Input readers: format detection, .h5ad, 10x HDF5 (v3 and v2), loom; shared row
  * reading for CSR, CSC, dense and transposed dense storage. Matrix Market is in mtx.c. */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "io/h5util.h"
@@ -110,23 +112,23 @@ static char *join_path(const char *a, const char *b) {
     return s;
 }
 
-/* The dataset holding a dataframe's index: `_index` attr, else "_index" or "index". */
+/* The object holding a dataframe's index (a dataset of strings, or a nullable-string-array
+ * or categorical group): the one the `_index` attribute names (whether or not it exists,
+ * so that a broken index is an error, not numbered names), else "_index" or "index". */
 static char *dataframe_index(hid_t file, const char *grp) {
     hid_t g = H5Gopen2(file, grp, H5P_DEFAULT);
     if (g < 0) return NULL;
     char *name = h5u_attr_string(g, "_index");
     H5Gclose(g);
-    char *path = NULL;
     if (name) {
-        path = join_path(grp, name);
+        char *path = join_path(grp, name);
         free(name);
-        if (h5u_is_dataset(file, path)) return path;
-        free(path);
+        return path;
     }
     static const char *tries[] = {"_index", "index"};
     for (int i = 0; i < 2; i++) {
-        path = join_path(grp, tries[i]);
-        if (h5u_is_dataset(file, path)) return path;
+        char *path = join_path(grp, tries[i]);
+        if (h5u_exists(file, path)) return path;
         free(path);
     }
     return NULL;
@@ -197,24 +199,29 @@ static int open_h5ad_frames(AvInput *in, hid_t f, const char *var_grp, char *err
         dataframe_columns(f, var_grp, m->var_index, &m->n_var_columns, &m->var_columns);
     }
     const char *what[2] = {m->obs_index, m->var_index};
+    const char *grp[2] = {m->obs_grp, m->var_grp};
     int64_t want[2] = {in->n_obs, in->n_vars};
     for (int k = 0; k < 2; k++) {
+        if (!what[k] && grp[k])
+            return av_err(err, "%s: /%s has no index (no '_index' attribute, '_index' or 'index')",
+                          in->path, grp[k]);
         if (!what[k]) continue;
-        hid_t d = H5Dopen2(f, what[k], H5P_DEFAULT);
-        int64_t dims[2];
-        int r = d >= 0 ? h5u_dims(d, dims) : -1;
-        if (d >= 0) H5Dclose(d);
-        if (r == 1 && m->st == AV_ST_NONE) {
+        int64_t len = h5u_column_length(f, what[k]);
+        if (len < 0)
+            return av_err(err,
+                          "%s: /%s: the %s index is missing or unreadable (expected strings, a "
+                          "nullable-string-array or a categorical)",
+                          in->path, what[k], k ? "var" : "obs");
+        if (m->st == AV_ST_NONE) {
             if (k)
-                in->n_vars = dims[0];
+                in->n_vars = len;
             else
-                in->n_obs = dims[0];
+                in->n_obs = len;
             continue;
         }
-        if (r != 1 || dims[0] != want[k])
+        if (len != want[k])
             return av_err(err, "%s: /%s has %lld names but /%s has %lld %s", in->path, what[k],
-                          r == 1 ? (long long)dims[0] : -1LL, mp, (long long)want[k],
-                          k ? "columns" : "rows");
+                          (long long)len, mp, (long long)want[k], k ? "columns" : "rows");
     }
     return 0;
 }
@@ -479,6 +486,7 @@ static int open_10x(AvInput *in, const char *layer, int v3, char *err) {
         H5Dclose(d);
     }
     if (!types) {
+        m->untyped_features = 1;
         types = av_calloc((size_t)(nf ? nf : 1), sizeof *types);
         for (int64_t i = 0; i < nf; i++) types[i] = av_strdup("Gene Expression");
     }
@@ -588,6 +596,18 @@ static AvInputImpl *new_impl(void) {
     return m;
 }
 
+/* A folder holding zarr's metadata: .zgroup/.zattrs (zarr v2) or zarr.json (v3). */
+static int zarr_store(const char *dir) {
+    static const char *const marks[] = {".zgroup", ".zattrs", "zarr.json"};
+    for (int i = 0; i < 3; i++) {
+        char *p = join_path(dir, marks[i]);
+        int found = access(p, F_OK) == 0;
+        free(p);
+        if (found) return 1;
+    }
+    return 0;
+}
+
 int av_input_open(AvInput *in, const char *path, const char *layer, char *err) {
     memset(in, 0, sizeof *in);
     h5u_init();
@@ -598,7 +618,12 @@ int av_input_open(AvInput *in, const char *path, const char *layer, char *err) {
     in->impl = new_impl();
     AvInputImpl *m = in->impl;
     int rc = 0;
-    if (S_ISDIR(sb.st_mode)) {
+    if (S_ISDIR(sb.st_mode) && zarr_store(path)) {
+        rc = av_err(err,
+                    "%s: a zarr store (anndata's write_zarr), which atlasvi does not read; write "
+                    "it as .h5ad: anndata.read_zarr(path).write_h5ad(...)",
+                    path);
+    } else if (S_ISDIR(sb.st_mode)) {
         in->format = AV_FMT_MTX_DIR;
         rc = av_mtx_open(in, path, layer, err);
     } else {
@@ -768,6 +793,26 @@ int av_input_read_names(AvInput *in, char *err) {
         }
     }
     return 0;
+}
+
+/* A feature name of an antibody-derived tag: "TotalSeq" (any case), "_prot", or "ADT" as
+ * a word of the name ("ADT_CD3", "CD4-ADT"; not the gene ADTRP). */
+static int antibody_like(const char *name) {
+    if (strcasestr(name, "totalseq") || strstr(name, "_prot")) return 1;
+    for (const char *p = strstr(name, "ADT"); p; p = strstr(p + 1, "ADT")) {
+        int starts = p == name || !isalnum((unsigned char)p[-1]);
+        if (starts && !isalnum((unsigned char)p[3])) return 1;
+    }
+    return 0;
+}
+
+int64_t av_input_untyped_antibodies(const AvInput *in, const char **example) {
+    int64_t n = 0;
+    *example = NULL;
+    if (!in->impl->untyped_features || !in->var_names) return 0;
+    for (int64_t j = 0; j < in->n_vars; j++)
+        if (antibody_like(in->var_names[j]) && n++ == 0) *example = in->var_names[j];
+    return n;
 }
 
 /* ---------------------------------------------------------------- rows */

@@ -68,6 +68,11 @@ const char *av_format_name(AvFormat f); /* "h5ad", "10x-h5", "mtx", "loom" */
  * feature_types, genome) of length n_vars. */
 int av_input_read_var_column(AvInput *in, const char *key, AvColumn *out, char *err);
 
+/* For a 10x or Matrix Market file without feature types (every feature is read as a
+ * gene): how many var names (read) look like antibody-derived tags (TotalSeq, ADT,
+ * _prot), with the first in *example; 0 otherwise. */
+int64_t av_input_untyped_antibodies(const AvInput *in, const char **example);
+
 /* Names of the var columns / of the selectable layers (h5ad layers plus "raw" when
  * raw/X exists; loom layers; 10x feature types or v2 genomes). The arrays belong to in. */
 int av_input_var_columns(const AvInput *in, char ***names);

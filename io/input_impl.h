@@ -27,6 +27,7 @@ struct AvInputImpl {
     int64_t nnz_stored;  /* stored entries (explicit zeros included) */
     int32_t *col_map;    /* file column -> kept column or -1; NULL keeps all */
     int csc_logged;
+    int untyped_features; /* 10x / Matrix Market without feature types: all read as genes */
 
     /* Metadata locations (HDF5 formats); NULL when absent. */
     char *obs_grp, *obs_index; /* obs dataframe group / dataset with the obs names */

@@ -82,7 +82,63 @@ static int read_tsv(const char *path, Tsv *t, char *err) {
     return rc;
 }
 
-static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *err) {
+/* Triplets read so far; grown as entries arrive, so that a header claiming more entries
+ * than the file holds costs no memory. */
+typedef struct {
+    int64_t *fi, *ci;
+    float *vv;
+    int64_t n, cap;
+} Triplets;
+
+static void triplets_push(Triplets *t, int64_t f, int64_t c, float v, int64_t max) {
+    if (t->n == t->cap) {
+        t->cap = t->cap ? 2 * t->cap : 4096;
+        if (t->cap > max) t->cap = max;
+        t->fi = av_realloc(t->fi, (size_t)t->cap * sizeof *t->fi);
+        t->ci = av_realloc(t->ci, (size_t)t->cap * sizeof *t->ci);
+        t->vv = av_realloc(t->vv, (size_t)t->cap * sizeof *t->vv);
+    }
+    t->fi[t->n] = f;
+    t->ci[t->n] = c;
+    t->vv[t->n++] = v;
+}
+
+static void triplets_free(Triplets *t) {
+    free(t->fi);
+    free(t->ci);
+    free(t->vv);
+    memset(t, 0, sizeof *t);
+}
+
+/* The most entries a file of this size can hold: each takes a line of at least
+ * min_line bytes; a gzip member inflates at most 1032-fold. */
+static int64_t max_entries(const char *path, int compressed, int min_line) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) return INT64_MAX;
+    double bytes = (double)sb.st_size * (compressed ? 1032.0 : 1.0);
+    return bytes / min_line >= 9e18 ? INT64_MAX : (int64_t)(bytes / min_line);
+}
+
+/* The header's sizes against the companion files and the file size, before anything is
+ * allocated for them. */
+static int check_sizes(const char *path, int compressed, int pattern, int64_t nr, int64_t nc,
+                       int64_t nnz, int64_t n_feat, int64_t n_bc, char *err) {
+    if (nr != n_feat)
+        return av_err(err, "%s: the size line says %lld features but the features file lists %lld",
+                      path, (long long)nr, (long long)n_feat);
+    if (nc != n_bc)
+        return av_err(err, "%s: the size line says %lld barcodes but the barcodes file lists %lld",
+                      path, (long long)nc, (long long)n_bc);
+    int64_t most = max_entries(path, compressed, pattern ? 4 : 6);
+    if (nnz > most)
+        return av_err(err,
+                      "%s: the size line claims %lld entries, more than the file can hold "
+                      "(at most %lld)",
+                      path, (long long)nnz, (long long)most);
+    return 0;
+}
+
+static int parse_matrix(AvInput *in, const char *path, int64_t n_feat, int64_t n_bc, char *err) {
     gzFile g = gzopen(path, "rb");
     if (!g) return av_err(err, "%s: cannot open: %s", path, strerror(errno));
     char *line = av_malloc(LINE_MAX_LEN);
@@ -122,17 +178,11 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
         break;
     }
     if (!rc && nr < 0) rc = av_err(err, "%s: no size line (empty or truncated file)", path);
-    int64_t *fi = NULL, *ci = NULL;
-    float *vv = NULL;
-    int64_t k = 0;
-    if (!rc) {
-        if (nr > INT32_MAX || nc > INT32_MAX)
-            rc = av_err(err, "%s: %lld x %lld is too large", path, (long long)nr, (long long)nc);
-        fi = av_malloc((size_t)(nnz ? nnz : 1) * sizeof *fi);
-        ci = av_malloc((size_t)(nnz ? nnz : 1) * sizeof *ci);
-        vv = av_malloc((size_t)(nnz ? nnz : 1) * sizeof *vv);
-    }
-    while (!rc && k < nnz && gzgets(g, line, LINE_MAX_LEN)) {
+    if (!rc) rc = check_sizes(path, !gzdirect(g), pattern, nr, nc, nnz, n_feat, n_bc, err);
+    if (!rc && (nr > INT32_MAX || nc > INT32_MAX))
+        rc = av_err(err, "%s: %lld x %lld is too large", path, (long long)nr, (long long)nc);
+    Triplets t = {0};
+    while (!rc && t.n < nnz && gzgets(g, line, LINE_MAX_LEN)) {
         lineno++;
         if (line[0] == '%' || line[0] == '\n') continue;
         char *p = line, *e;
@@ -154,9 +204,7 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
                         path, (long long)lineno, r, c, (long long)nr, (long long)nc);
             break;
         }
-        fi[k] = r - 1;
-        ci[k] = c - 1;
-        vv[k++] = (float)v;
+        triplets_push(&t, r - 1, c - 1, (float)v, nnz);
         continue;
     bad:;
         int ze = Z_OK;
@@ -168,11 +216,12 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
             rc = av_err(err, "%s: line %lld: expected 'row col%s'", path, (long long)lineno,
                         pattern ? "" : " value");
     }
-    if (!rc && k < nnz) {
+    if (!rc && t.n < nnz) {
         int ze;
         const char *zmsg = gzerror(g, &ze);
-        rc = av_err(err, "%s: %lld of %lld entries found (%s): truncated file?", path, (long long)k,
-                    (long long)nnz, ze == Z_OK || ze == Z_STREAM_END ? "end of file" : zmsg);
+        rc = av_err(err, "%s: %lld of %lld entries found (%s): truncated file?", path,
+                    (long long)t.n, (long long)nnz,
+                    ze == Z_OK || ze == Z_STREAM_END ? "end of file" : zmsg);
     }
     gzclose(g);
     free(line);
@@ -181,12 +230,9 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
         AvCsr *m = &in->impl->mem;
         m->n_rows = nc;
         m->n_cols = nr;
-        av_csr_from_triplets(m, nnz, ci, fi, vv);
-        *n_feat = nr;
+        av_csr_from_triplets(m, t.n, t.ci, t.fi, t.vv);
     }
-    free(fi);
-    free(ci);
-    free(vv);
+    triplets_free(&t);
     return rc;
 }
 
@@ -262,20 +308,12 @@ int av_mtx_open(AvInput *in, const char *dir, const char *layer, char *err) {
     m->mpath = av_strdup(base);
     m->st = AV_ST_MEM;
     snprintf(m->dtype, sizeof m->dtype, "text");
-    if ((rc = parse_matrix(in, pm, &nf, err))) goto done;
     if ((rc = read_tsv(pf, &feat, err)) || (rc = read_tsv(pb, &bc, err))) goto done;
-    if (feat.n != nf) {
-        rc = av_err(err, "%s: %lld features listed but %s has %lld rows", pf, (long long)feat.n,
-                    base, (long long)nf);
-        goto done;
-    }
-    if (bc.n != m->mem.n_rows) {
-        rc = av_err(err, "%s: %lld barcodes listed but %s has %lld columns", pb, (long long)bc.n,
-                    base, (long long)m->mem.n_rows);
-        goto done;
-    }
+    if ((rc = parse_matrix(in, pm, feat.n, bc.n, err))) goto done;
+    nf = feat.n;
     /* Feature types (third column of features.tsv), selectable like 10x HDF5. */
     int has_type = feat.ncol >= 3;
+    m->untyped_features = !has_type;
     const char *want = layer ? layer : "Gene Expression";
     if (!has_type && layer && strcmp(layer, "all") && strcmp(layer, "Gene Expression")) {
         rc = av_err(err, "%s: no feature_type column, so layer '%s' cannot be selected", pf, layer);

@@ -1,8 +1,14 @@
 #include "io/out_h5.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "src/util.h"
 
@@ -11,6 +17,116 @@ void out_h5_quiet(void) {
     if (done) return;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     done = 1;
+}
+
+static hid_t strong_fapl(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    return fapl;
+}
+
+hid_t out_file_create(const char *path, hid_t fcpl) {
+    hid_t fapl = strong_fapl();
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fapl);
+    return f;
+}
+
+hid_t out_file_create_mem(const char *name) {
+    hid_t fapl = strong_fapl();
+    H5Pset_fapl_core(fapl, 1 << 20, 0);
+    hid_t f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    return f;
+}
+
+int out_file_image(hid_t f, void **buf, size_t *n) {
+    *buf = NULL;
+    *n = 0;
+    ssize_t size = H5Fflush(f, H5F_SCOPE_GLOBAL) < 0 ? -1 : H5Fget_file_image(f, NULL, 0);
+    if (size > 0) {
+        *buf = av_malloc((size_t)size);
+        if (H5Fget_file_image(f, *buf, (size_t)size) != size) size = -1;
+    }
+    if (H5Fclose(f) < 0 || size <= 0) {
+        free(*buf);
+        *buf = NULL;
+        return -1;
+    }
+    *n = (size_t)size;
+    return 0;
+}
+
+hid_t out_file_open_rw(const char *path) {
+    hid_t fapl = strong_fapl();
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, fapl);
+    H5Pclose(fapl);
+    return f;
+}
+
+/* An anonymous file in memory for HDF5 to finish a failed file into (a sparse file: only
+ * the metadata it still writes takes memory); /dev/null where memfd is not available. */
+static int scratch_fd(void) {
+    int fd = memfd_create("atlasvi-discard", 0);
+    return fd >= 0 ? fd : open("/dev/null", O_RDWR);
+}
+
+/* The descriptor under f (the sec2 driver), or -1. */
+static int file_fd(hid_t f) {
+    void *handle = NULL;
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, &handle) < 0 || !handle) return -1;
+    return *(int *)handle;
+}
+
+void out_file_discard(hid_t f) {
+    int fd = file_fd(f), scratch = fd >= 0 ? scratch_fd() : -1;
+    if (scratch >= 0) {
+        dup2(scratch, fd);
+        close(scratch);
+    }
+    /* a soft file size limit (the failure, maybe) would stop the scratch file too */
+    struct rlimit lim, raised;
+    int have = getrlimit(RLIMIT_FSIZE, &lim) == 0;
+    raised = lim;
+    raised.rlim_cur = lim.rlim_max;
+    if (have) setrlimit(RLIMIT_FSIZE, &raised);
+    H5Fclose(f);
+    if (have) setrlimit(RLIMIT_FSIZE, &lim);
+}
+
+/* Disk space for everything HDF5 may still write at close (the file's allocated extent
+ * plus a margin), so that the final flush cannot fail: HDF5 1.10 cannot close a file
+ * after a failed flush (and crashes at exit). Filesystems without fallocate pass. The
+ * file may grow by the margin: *eoa is the size to cut it back to after closing. */
+static int reserve_space(hid_t f, haddr_t *eoa) {
+    int fd = file_fd(f);
+    if (fd < 0 || H5Fget_eoa(f, eoa) < 0) return 0;
+    if (fallocate(fd, 0, 0, (off_t)*eoa + (64 << 10)) == 0) return 0;
+    return errno == EOPNOTSUPP || errno == ENOSYS ? 0 : -1;
+}
+
+/* The size of the regular file name, or -1. */
+static off_t file_size(const char *name) {
+    struct stat st;
+    return stat(name, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : -1;
+}
+
+int out_file_close(hid_t f) {
+    haddr_t eoa = HADDR_UNDEF;
+    char name[4096];
+    ssize_t nl = H5Fget_name(f, name, sizeof name);
+    off_t before = nl > 0 && (size_t)nl < sizeof name ? file_size(name) : -1;
+    if (reserve_space(f, &eoa)) {
+        out_file_discard(f);
+        return -1;
+    }
+    herr_t fl = H5Fflush(f, H5F_SCOPE_GLOBAL);
+    if (fl >= 0) H5Fget_eoa(f, &eoa);
+    if (H5Fclose(f) < 0 || fl < 0) return -1;
+    if (before < 0 || eoa == HADDR_UNDEF) return 0;
+    /* cut the reserve off again (never below what the file held before) */
+    off_t keep = (off_t)eoa > before ? (off_t)eoa : before;
+    return file_size(name) > keep && truncate(name, keep) != 0 ? -1 : 0;
 }
 
 hid_t out_vlen_str_type(void) {

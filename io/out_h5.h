@@ -8,6 +8,25 @@
 /* Turns off HDF5's automatic error-stack printing (once per process). */
 void out_h5_quiet(void);
 
+/* A new HDF5 file at path (truncated) that closes every object still open when it is
+ * closed (H5F_CLOSE_STRONG), so that a failed write leaves nothing for HDF5 to flush at
+ * exit. fcpl may be H5P_DEFAULT. */
+hid_t out_file_create(const char *path, hid_t fcpl);
+/* The same in memory (HDF5's core driver, nothing written to disk). HDF5 opens name once
+ * to look for an open file of that name: give one that cannot be opened. */
+hid_t out_file_create_mem(const char *name);
+/* The bytes of the file f (an in-memory file, say), malloc'ed; closes f either way. */
+int out_file_image(hid_t f, void **buf, size_t *n);
+/* Opens an existing file for writing, closing as out_file_create's files do. */
+hid_t out_file_open_rw(const char *path);
+/* Flushes and closes f; -1 when that failed (disk full, quota, file size limit). The
+ * space the flush needs is reserved first; when it cannot be, nothing more is written
+ * (out_file_discard). */
+int out_file_close(hid_t f);
+/* Closes f after a failed write without writing anything more (its descriptor is pointed
+ * at /dev/null first, so that HDF5 cannot fail, or crash at exit, flushing it). */
+void out_file_discard(hid_t f);
+
 /* Scalar vlen UTF-8 string attribute (replaces an existing one). */
 int out_attr_str(hid_t loc, const char *name, const char *value);
 /* encoding-type / encoding-version pair. */

@@ -6,21 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/h5util.h"
 #include "io/out_h5.h"
 #include "src/util.h"
 
+/* The length of a dataframe group's index (any encoding the readers know); -1 if none. */
 static int64_t index_length(hid_t g) {
     char *idx = out_attr_get_str(g, "_index");
-    int64_t n = -1;
-    if (idx && H5Lexists(g, idx, H5P_DEFAULT) > 0) {
-        hid_t d = H5Dopen2(g, idx, H5P_DEFAULT);
-        if (d >= 0) {
-            hid_t s = H5Dget_space(d);
-            if (H5Sget_simple_extent_ndims(s) == 1) n = (int64_t)H5Sget_simple_extent_npoints(s);
-            H5Sclose(s);
-            H5Dclose(d);
-        }
-    }
+    int64_t n = idx ? h5u_column_length(g, idx) : -1;
     free(idx);
     return n;
 }
@@ -88,9 +81,8 @@ int av_h5ad_add_var_columns(const char *path, const AvVarColumn *cols, int n_col
     av_free_strings(old, n_old > 0 ? n_old : 0);
     free(idx);
     if (g >= 0) H5Gclose(g);
-    herr_t fl = H5Fflush(f, H5F_SCOPE_GLOBAL);
-    if (H5Fclose(f) < 0 || fl < 0)
-        if (!rc) rc = av_err(err, "%s: writing the file failed (disk full?)", path);
+    if (out_file_close(f) && !rc)
+        rc = av_err(err, "%s: writing the file failed (disk full?)", path);
     return rc ? -1 : 0;
 }
 
@@ -128,8 +120,7 @@ int av_h5ad_copy_obs(const char *path, const char *src, char *err) {
                          : 0;
                 if (rc) av_err(err, "%s: cannot copy obs from %s", path, src);
             }
-            herr_t fl = H5Fflush(f, H5F_SCOPE_GLOBAL);
-            if ((H5Fclose(f) < 0 || fl < 0) && rc >= 0)
+            if (out_file_close(f) && rc >= 0)
                 rc = av_err(err, "%s: writing the file failed (disk full?)", path) ? -1 : -1;
         }
     }
@@ -169,8 +160,7 @@ int av_h5ad_copy_missing(const char *path, const char *src, char *err) {
         H5Literate(s, H5_INDEX_NAME, H5_ITER_INC, NULL, copy_one, &c);
         if (c.failed)
             rc = av_err(err, "%s: cannot copy /%s from %s (disk full?)", path, c.name, src);
-        herr_t fl = H5Fflush(f, H5F_SCOPE_GLOBAL);
-        if ((H5Fclose(f) < 0 || fl < 0) && !rc)
+        if (out_file_close(f) && !rc)
             rc = av_err(err, "%s: writing the file failed (disk full?)", path);
     }
     H5Fclose(s);

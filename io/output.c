@@ -9,62 +9,97 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/h5util.h"
 #include "io/out_h5.h"
+#include "io/replace.h"
 #include "src/util.h"
 
 struct AvWriter {
-    char *path, *tmp;
+    char *path;
+    AvReplace r;
     hid_t f;
     int64_t n_obs, n_vars;
 };
 
 struct AvCsrWriter {
-    char *path, *tmp;
+    char *path;
+    AvReplace r;
     hid_t f, x, data, indices;
     int64_t n_vars, n_rows, nnz;
     int gzip;
     int64_t *indptr, indptr_cap; /* kept in memory: its width is known only at the end */
 };
 
-static char *tmp_name(const char *path) {
-    size_t n = strlen(path);
-    char *t = av_malloc(n + 5);
-    memcpy(t, path, n);
-    memcpy(t + n, ".tmp", 5);
-    return t;
-}
-
-/* A new file at tmp with the root's anndata encoding. */
-static hid_t create_file(const char *path, const char *tmp, char *err) {
+/* A new file at a temporary for path, with the root's anndata encoding. */
+static hid_t create_file(const char *path, AvReplace *r, char *err) {
     out_h5_quiet();
-    unlink(tmp);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (av_replace_begin(r, path, err)) return -1;
+    hid_t f = out_file_create(r->tmp, H5P_DEFAULT);
     if (f < 0) {
         av_err(err, "%s: cannot create the temporary file '%s' (is the folder writable?)", path,
-               tmp);
+               r->tmp);
+        av_replace_abort(r);
         return -1;
     }
     if (out_encoding(f, "anndata", "0.1.0")) {
         av_err(err, "%s: cannot write the root attributes", path);
-        H5Fclose(f);
-        unlink(tmp);
+        out_file_discard(f);
+        av_replace_abort(r);
         return -1;
     }
     return f;
 }
 
-/* Closes f and renames tmp to path; removes tmp on failure. */
-static int close_and_rename(hid_t f, const char *path, const char *tmp, char *err) {
-    herr_t rc = H5Fflush(f, H5F_SCOPE_GLOBAL);
-    if (H5Fclose(f) < 0 || rc < 0) {
-        unlink(tmp);
+/* HDF5 opens the name of a new in-memory file once, to look for an open file of that
+ * name; this one cannot be opened (a FIFO output opened there would see an early EOF). */
+#define MEM_FILE_NAME "/dev/null/atlasvi-in-memory.h5"
+
+/* A new file in memory with the root's anndata encoding. obs and var are built there and
+ * written out whole (settle_file): HDF5 1.10's H5Ocopy crashes when the disk fills under
+ * it, while a failed write of our own is an error like any other. */
+static hid_t create_mem_file(const char *path, char *err) {
+    out_h5_quiet();
+    hid_t f = out_file_create_mem(MEM_FILE_NAME);
+    if (f < 0) {
+        av_err(err, "%s: cannot create the file in memory", path);
+        return -1;
+    }
+    if (out_encoding(f, "anndata", "0.1.0")) {
+        av_err(err, "%s: cannot write the root attributes", path);
+        H5Fclose(f);
+        return -1;
+    }
+    return f;
+}
+
+/* Writes the in-memory file mem (closed here) to a temporary for path and opens that. */
+static hid_t settle_file(hid_t mem, const char *path, AvReplace *r, char *err) {
+    void *image = NULL;
+    size_t size = 0;
+    if (out_file_image(mem, &image, &size)) {
+        av_err(err, "%s: cannot take the image of the file built in memory", path);
+        return -1;
+    }
+    hid_t f = -1;
+    if (!av_replace_begin(r, path, err)) {
+        if (av_replace_write(r, image, size, err)) {
+            av_replace_abort(r);
+        } else if ((f = out_file_open_rw(r->tmp)) < 0) {
+            av_err(err, "%s: cannot re-open the temporary '%s'", path, r->tmp);
+            av_replace_abort(r);
+        }
+    }
+    free(image);
+    return f;
+}
+
+/* Closes f and puts its temporary into place; removes the temporary on failure. */
+static int close_and_commit(hid_t f, const char *path, AvReplace *r, char *err) {
+    if (out_file_close(f)) {
+        av_replace_abort(r);
         return av_err(err, "%s: writing the file failed (disk full?)", path);
     }
-    if (rename(tmp, path) != 0) {
-        unlink(tmp);
-        return av_err(err, "%s: cannot move '%s' into place", path, tmp);
-    }
-    return 0;
+    return av_replace_commit(r, err);
 }
 
 /* ---- dataframes ---- */
@@ -183,15 +218,7 @@ static int64_t frame_length(hid_t f, const char *name) {
     }
     hid_t g = H5Gopen2(f, name, H5P_DEFAULT);
     char *idx = out_attr_get_str(g, "_index");
-    if (idx && H5Lexists(g, idx, H5P_DEFAULT) > 0) {
-        hid_t d = H5Dopen2(g, idx, H5P_DEFAULT);
-        if (d >= 0) {
-            hid_t s = H5Dget_space(d);
-            n = H5Sget_simple_extent_npoints(s);
-            H5Sclose(s);
-            H5Dclose(d);
-        }
-    }
+    if (idx) n = h5u_column_length(g, idx);
     free(idx);
     H5Gclose(g);
     return n;
@@ -233,7 +260,6 @@ AvWriter *av_writer_create_cols(const char *path, const AvInput *in, const AvCol
     }
     AvWriter *w = av_calloc(1, sizeof *w);
     w->path = av_strdup(path);
-    w->tmp = tmp_name(path);
     w->n_obs = in->n_obs;
     w->n_vars = in->n_vars;
     hid_t src = -1;
@@ -249,7 +275,7 @@ AvWriter *av_writer_create_cols(const char *path, const AvInput *in, const AvCol
         copied = modern_frame(src, "obs") && modern_frame(src, var_src) &&
                  frame_length(src, "obs") == in->n_obs && frame_length(src, var_src) == in->n_vars;
     }
-    w->f = create_file(path, w->tmp, err);
+    w->f = create_mem_file(path, err);
     if (w->f < 0) goto fail;
     if (copied) {
         if (H5Ocopy(src, "obs", w->f, "obs", H5P_DEFAULT, H5P_DEFAULT) < 0 ||
@@ -268,14 +294,15 @@ AvWriter *av_writer_create_cols(const char *path, const AvInput *in, const AvCol
             goto fail_file;
     }
     if (src >= 0) H5Fclose(src);
+    src = -1;
+    w->f = settle_file(w->f, path, &w->r, err);
+    if (w->f < 0) goto fail;
     return w;
 fail_file:
     H5Fclose(w->f);
-    unlink(w->tmp);
 fail:
     if (src >= 0) H5Fclose(src);
     free(w->path);
-    free(w->tmp);
     free(w);
     return NULL;
 }
@@ -284,8 +311,12 @@ AvWriter *av_writer_create(const char *path, const AvInput *in, char *err) {
     return av_writer_create_cols(path, in, NULL, 0, err);
 }
 
+int av_key_ok(const char *key) {
+    return key && *key && !strchr(key, '/') && key[0] != '.';
+}
+
 static int check_key(const char *path, const char *what, const char *key, char *err) {
-    if (!key || !*key || strchr(key, '/') || key[0] == '.')
+    if (!av_key_ok(key))
         return av_err(err, "%s: invalid %s key '%s' (no '/', not starting with '.')", path, what,
                       key ? key : "(null)");
     return 0;
@@ -322,20 +353,19 @@ int av_writer_layer(AvWriter *w, const char *name, const float *data, int64_t n,
 
 static void writer_free(AvWriter *w) {
     free(w->path);
-    free(w->tmp);
     free(w);
 }
 
 int av_writer_commit(AvWriter *w, char *err) {
-    int rc = close_and_rename(w->f, w->path, w->tmp, err);
+    int rc = close_and_commit(w->f, w->path, &w->r, err);
     writer_free(w);
     return rc;
 }
 
 void av_writer_abort(AvWriter *w) {
     if (!w) return;
-    H5Fclose(w->f);
-    unlink(w->tmp);
+    out_file_discard(w->f);
+    av_replace_abort(&w->r);
     writer_free(w);
 }
 
@@ -409,10 +439,8 @@ int av_write_obsm_inplace(const char *path, const char *key, const float *data, 
         H5Gclose(g);
     }
     free(tmp);
-    herr_t fl = H5Fflush(f, H5F_SCOPE_GLOBAL);
-    if (H5Fclose(f) < 0 || fl < 0)
-        if (!rc)
-            rc = av_err(err, "%s: closing after writing obsm/%s failed (disk full?)", path, key);
+    if (out_file_close(f) && !rc)
+        rc = av_err(err, "%s: closing after writing obsm/%s failed (disk full?)", path, key);
     if (rc) return rc;
     return verify_obsm(path, key, n, k, err);
 }
@@ -457,7 +485,6 @@ static void csr_close(AvCsrWriter *w) {
 
 static void csr_free(AvCsrWriter *w) {
     free(w->path);
-    free(w->tmp);
     free(w->indptr);
     free(w);
 }
@@ -465,8 +492,8 @@ static void csr_free(AvCsrWriter *w) {
 void av_csr_writer_abort(AvCsrWriter *w) {
     if (!w) return;
     csr_close(w);
-    if (w->f >= 0) H5Fclose(w->f);
-    unlink(w->tmp);
+    if (w->f >= 0) out_file_discard(w->f);
+    av_replace_abort(&w->r);
     csr_free(w);
 }
 
@@ -478,13 +505,12 @@ AvCsrWriter *av_csr_writer_create_opts(const char *path, int64_t n_vars, char **
     }
     AvCsrWriter *w = av_calloc(1, sizeof *w);
     w->path = av_strdup(path);
-    w->tmp = tmp_name(path);
     w->n_vars = n_vars;
     w->x = w->data = w->indices = -1;
     w->indptr_cap = 1 << 16;
     w->indptr = av_malloc((size_t)w->indptr_cap * sizeof *w->indptr);
     w->indptr[0] = 0;
-    w->f = create_file(path, w->tmp, err);
+    w->f = create_file(path, &w->r, err);
     if (w->f < 0) {
         csr_free(w);
         return NULL;
@@ -567,7 +593,7 @@ int av_csr_writer_finish(AvCsrWriter *w, char **obs_names, const AvColumn *cols,
         av_csr_writer_abort(w);
         return rc;
     }
-    rc = close_and_rename(w->f, w->path, w->tmp, err);
+    rc = close_and_commit(w->f, w->path, &w->r, err);
     csr_free(w);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* Writing results as .h5ad that anndata.read_h5ad opens. Writes never leave a
- * half-written file: new files are written to "<path>.tmp" then renamed; in-place
+ * half-written file: new files are written to a unique temporary (io/replace.h) then
+ * renamed, or copied into an output that is a device or FIFO; in-place
  * writes go to a temporary link that is moved over the old one. */
 #ifndef AV_IO_OUTPUT_H
 #define AV_IO_OUTPUT_H
@@ -27,6 +28,9 @@ void av_writer_abort(AvWriter *w); /* removes the temporary file */
  * otherwise. Refuses to write over the source file itself. */
 AvWriter *av_writer_create_cols(const char *path, const AvInput *in, const AvColumn *cols,
                                 int n_cols, char *err);
+
+/* Whether key can name an obsm entry or a layer: not empty, no '/', not starting with '.'. */
+int av_key_ok(const char *key);
 
 /* Writes obsm/<key> into an existing .h5ad atomically (temporary link, then move). */
 int av_write_obsm_inplace(const char *path, const char *key, const float *data, int64_t n,

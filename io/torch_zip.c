@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "io/replace.h"
 #include "src/util.h"
 
 #define ZIP_ALIGN 64
@@ -128,14 +129,13 @@ static void zip_finish(ZipW *z) {
 
 int av_torch_save(const char *path, const char *name, const unsigned char *pkl, size_t pkl_len,
                   int n_storages, const AvTorchStorage *storages, char *err) {
-    size_t plen = strlen(path);
-    char *tmp = av_malloc(plen + 32);
-    snprintf(tmp, plen + 32, "%s.tmp%ld", path, (long)getpid());
+    AvReplace r;
+    if (av_replace_begin(&r, path, err)) return -1;
     ZipW z = {0};
-    z.f = fopen(tmp, "wb");
+    z.f = fopen(r.tmp, "wb");
     if (!z.f) {
-        av_err(err, "cannot create '%s'", tmp);
-        free(tmp);
+        av_err(err, "cannot create '%s'", r.tmp);
+        av_replace_abort(&r);
         return -1;
     }
     char entry[512];
@@ -164,12 +164,13 @@ int av_torch_save(const char *path, const char *name, const unsigned char *pkl, 
 #undef ADD
     if (!rc) zip_finish(&z);
     if (fclose(z.f)) z.failed = 1;
-    if (!rc && z.failed) rc = av_err(err, "cannot write '%s' (disk full?)", tmp);
-    if (!rc && rename(tmp, path)) rc = av_err(err, "cannot rename '%s' to '%s'", tmp, path);
-    if (rc) unlink(tmp);
+    if (!rc && z.failed) rc = av_err(err, "cannot write '%s' (disk full?)", path);
+    if (rc)
+        av_replace_abort(&r);
+    else
+        rc = av_replace_commit(&r, err);
     for (int i = 0; i < z.n; i++) free(z.e[i].name);
     free(z.e);
-    free(tmp);
     return rc;
 }
 

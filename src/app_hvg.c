@@ -9,6 +9,7 @@
 #include "io/input.h"
 #include "io/out_var.h"
 #include "io/output.h"
+#include "io/replace.h"
 #include "src/app.h"
 #include "src/hvg.h"
 #include "src/util.h"
@@ -93,32 +94,25 @@ static int add_columns(const char *path, const AvHvgResult *r, const int64_t *ke
     return rc;
 }
 
-static char *part_name(const char *path) {
-    size_t n = strlen(path);
-    char *t = av_malloc(n + 6);
-    memcpy(t, path, n);
-    memcpy(t + n, ".part", 6);
-    return t;
-}
-
-static int finish_part(int rc, const char *part, const char *path, char *err) {
-    if (!rc && rename(part, path) != 0)
-        rc = av_err(err, "%s: cannot move '%s' into place", path, part);
-    if (rc) unlink(part);
-    return rc;
+/* Puts the finished temporary r into place, or removes it after a failure. */
+static int finish_part(int rc, AvReplace *r, char *err) {
+    if (rc) {
+        av_replace_abort(r);
+        return rc;
+    }
+    return av_replace_commit(r, err);
 }
 
 static int write_full(AvInput *in, const char *output, const AvHvgResult *r, int64_t G,
                       int with_nbatches, char *err) {
-    char *part = part_name(output);
-    AvWriter *w = av_writer_create(part, in, err);
+    AvReplace part;
+    if (av_replace_begin(&part, output, err)) return -1;
+    AvWriter *w = av_writer_create(part.tmp, in, err);
     int rc = w ? av_writer_commit(w, err) : -1;
     /* the rest of the input (X, layers, obsm, uns, ...) as it is, as scanpy's inplace */
-    if (!rc && av_h5ad_copy_missing(part, in->path, err) < 0) rc = -1;
-    if (!rc) rc = add_columns(part, r, NULL, G, with_nbatches, err);
-    rc = finish_part(rc, part, output, err);
-    free(part);
-    return rc;
+    if (!rc && av_h5ad_copy_missing(part.tmp, in->path, err) < 0) rc = -1;
+    if (!rc) rc = add_columns(part.tmp, r, NULL, G, with_nbatches, err);
+    return finish_part(rc, &part, err);
 }
 
 static int write_subset(AvInput *in, const char *input, const char *subset, const AvHvgResult *r,
@@ -135,9 +129,9 @@ static int write_subset(AvInput *in, const char *input, const char *subset, cons
             keep[m++] = j;
         }
     }
-    char *part = part_name(subset);
-    int rc = 0;
-    AvCsrWriter *w = av_csr_writer_create(part, m, names, err);
+    AvReplace part;
+    int rc = av_replace_begin(&part, subset, err);
+    AvCsrWriter *w = rc ? NULL : av_csr_writer_create(part.tmp, m, names, err);
     if (!w) rc = -1;
     const int64_t chunk = 8192;
     AvCsr rows = {0}, out = {0};
@@ -173,10 +167,9 @@ static int write_subset(AvInput *in, const char *input, const char *subset, cons
         else
             rc = av_csr_writer_finish(w, in->obs_names, NULL, 0, err);
     }
-    if (!rc && av_h5ad_copy_obs(part, input, err) < 0) rc = -1;
-    if (!rc) rc = add_columns(part, r, keep, m, with_nbatches, err);
-    rc = finish_part(rc, part, subset, err);
-    free(part);
+    if (!rc && av_h5ad_copy_obs(part.tmp, input, err) < 0) rc = -1;
+    if (!rc) rc = add_columns(part.tmp, r, keep, m, with_nbatches, err);
+    rc = finish_part(rc, &part, err);
     free(keep);
     free(map);
     free(names);

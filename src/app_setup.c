@@ -147,6 +147,19 @@ int av_check_counts(const AvCsr *x, int64_t row0, const char *path, int64_t *non
 static int setup_load(AvSetup *s, const char *path, const AvSetup *ref, AvTrainData *d,
                       int read_counts, char *err);
 
+/* A file without feature types trains every feature as a gene: say so when some look
+ * like antibody tags (CITE-seq ADTs). */
+static void warn_untyped_antibodies(const AvInput *in) {
+    const char *example = NULL;
+    int64_t n = av_input_untyped_antibodies(in, &example);
+    if (n > 0)
+        fprintf(stderr,
+                "atlasvi: warning: %s has no feature types and %lld of its %lld features look "
+                "like antibody tags (e.g. '%s'); they are trained as genes: remove them, or give "
+                "a file with feature_type\n",
+                in->path, (long long)n, (long long)in->n_vars, example);
+}
+
 int av_setup_load(AvSetup *s, const char *path, const AvSetup *ref, AvTrainData *d, char *err) {
     return setup_load(s, path, ref, d, 1, err);
 }
@@ -170,6 +183,7 @@ static int setup_load(AvSetup *s, const char *path, const AvSetup *ref, AvTrainD
     int rc = 0;
     if (rank == 0) {
         rc = av_input_open(&in, path, s->layer, err) || av_input_read_names(&in, err);
+        if (!rc) warn_untyped_antibodies(&in);
         if (!rc) {
             meta[0] = in.n_obs;
             meta[1] = in.n_vars;

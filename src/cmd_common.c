@@ -2,6 +2,7 @@
 #include "src/cmd_common.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "dist/dist.h"
+#include "io/output.h"
 #include "src/cli.h"
 #include "src/util.h"
 
@@ -224,11 +226,35 @@ static int same_file(const char *a, const char *b) {
     return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-/* A file can be created at path: not a folder, and its folder exists and is writable. */
+/* An existing device, FIFO or socket (/dev/null): written in place, any number of times. */
+static int special_file(const char *path) {
+    struct stat st;
+    return !stat(path, &st) && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
+}
+
+/* The file name of path fits the folder's file system (NAME_MAX), so that the failure
+ * does not wait until the end of a run. */
+static int name_fits(const char *path, const char *dir, const char *opt, char *err) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    long max = pathconf(dir, _PC_NAME_MAX);
+    if (max <= 0) max = NAME_MAX;
+    if (strlen(path) >= PATH_MAX || (long)strlen(base) > max)
+        return av_err(err, "%s: the name '%.40s...' is too long (%zu characters; at most %ld)", opt,
+                      base, strlen(base), max);
+    return 0;
+}
+
+/* A file can be created at path: not a folder, and its folder exists and is writable (or
+ * path is an existing device or FIFO that can be written, as /dev/null). */
 static int writable_place(const char *path, const char *opt, char *err) {
     struct stat st;
     if (!stat(path, &st) && S_ISDIR(st.st_mode))
         return av_err(err, "%s '%s' is a folder; give a file name", opt, path);
+    if (special_file(path)) {
+        if (access(path, W_OK) != 0) return av_err(err, "%s '%s' is not writable", opt, path);
+        return 0;
+    }
     char *dir = av_strdup(path);
     char *slash = strrchr(dir, '/');
     const char *d = dir;
@@ -242,6 +268,8 @@ static int writable_place(const char *path, const char *opt, char *err) {
     if (access(d, W_OK | X_OK) != 0)
         rc = av_err(err, "%s '%s': the folder '%s' %s", opt, path, d,
                     errno == ENOENT ? "does not exist" : "is not writable");
+    else
+        rc = name_fits(path, d, opt, err);
     free(dir);
     return rc;
 }
@@ -249,7 +277,13 @@ static int writable_place(const char *path, const char *opt, char *err) {
 int av_check_outputs(const AvRunOptions *r, const char *input, const char *model_in,
                      const char *metrics, const char *checkpoint, char *err) {
     int rc = 0;
-    if (dist_rank() == 0) {
+    if ((r->output || r->inplace) && !av_key_ok(r->latent_key))
+        rc =
+            av_err(err, "invalid --latent-key '%s' (no '/', not starting with '.')", r->latent_key);
+    else if (r->normalized_layer && !av_key_ok(r->normalized_layer))
+        rc = av_err(err, "invalid --normalized-layer '%s' (no '/', not starting with '.')",
+                    r->normalized_layer);
+    if (dist_rank() == 0 && !rc) {
         const char *out[4] = {r->output, r->model_out,
                               metrics && strcmp(metrics, "-") ? metrics : NULL, checkpoint};
         static const char *const opt[4] = {"--output", "--model-out", "--metrics", "--checkpoint"};
@@ -266,7 +300,7 @@ int av_check_outputs(const AvRunOptions *r, const char *input, const char *model
                             opt[i], out[i]);
             else
                 rc = writable_place(out[i], opt[i], err);
-            for (int j = 0; j < i && !rc; j++)
+            for (int j = 0; j < i && !rc && !special_file(out[i]); j++)
                 if (!(model_file && (j == 1 || j == 3)) && same_file(out[i], out[j]))
                     rc = av_err(err, "%s and %s both name '%s'", opt[j], opt[i], out[i]);
         }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dist/dist.h"
+#include "io/replace.h"
 #include "src/app_de.h"
 #include "src/cli.h"
 #include "src/cmd_common.h"
@@ -343,15 +344,16 @@ int av_cmd_de(int argc, char **argv) {
         for (int64_t c = 0; c < N; c++)
             if (codes[c] >= 0) count[codes[c]]++;
         FILE *f = NULL;
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", o.output);
+        AvReplace out = {0};
         int wrc = 0;
         if (dist_rank() == 0) {
-            f = fopen(tmp, "w");
-            if (!f)
-                wrc = av_err(err, "cannot write '%s'", tmp);
-            else
-                write_header(f, &o);
+            wrc = av_replace_begin(&out, o.output, err);
+            f = wrc ? NULL : fopen(out.tmp, "w");
+            if (!wrc && !f) {
+                wrc = av_err(err, "cannot write '%s'", out.tmp);
+                av_replace_abort(&out);
+            }
+            if (f) write_header(f, &o);
         }
         if (dist_any_failed(wrc, err)) {
             rc = -1;
@@ -385,9 +387,13 @@ int av_cmd_de(int argc, char **argv) {
                     g2 >= 0 ? cats[g2] : "Rest", f);
         }
         if (dist_rank() == 0) {
-            if (fclose(f) && !rc) rc = av_err(err, "cannot write '%s'", tmp);
-            if (!rc && rename(tmp, o.output)) rc = av_err(err, "cannot move '%s' into place", tmp);
-            if (rc) remove(tmp);
+            int bad = ferror(f);
+            if ((fclose(f) || bad) && !rc)
+                rc = av_err(err, "%s: writing failed (disk full?)", o.output);
+            if (rc)
+                av_replace_abort(&out);
+            else
+                rc = av_replace_commit(&out, err);
             if (!rc) fprintf(stderr, "atlasvi: wrote %s\n", o.output);
         }
         rc = dist_any_failed(rc, err) ? -1 : 0;

@@ -153,6 +153,16 @@ static void resume_options(const char *resume, const AvGivenOptions *given, AvOp
                 av_resume_changes(given, model_lr, st->lr, changes, sizeof changes));
 }
 
+/* Closes the metrics file (stdout is flushed); a failed write is an error unless one was
+ * already reported. */
+static int close_metrics(FILE *mf, const char *name, int failed, char *err) {
+    if (!mf) return 0;
+    int bad = ferror(mf);
+    bad |= mf == stdout ? fflush(mf) != 0 : fclose(mf) != 0;
+    if (!bad || failed) return 0;
+    return av_err(err, "cannot write metrics to '%s' (disk full?)", name);
+}
+
 int av_cmd_train(int argc, char **argv) {
     AvScviConfig cfg;
     AvTrainOptions to;
@@ -344,8 +354,11 @@ int av_cmd_train(int argc, char **argv) {
         to.on_epoch_ctx = &ck;
     }
     rc = av_train(&model, &data, &to, &comm, &st, &hist, err);
-    if (mf && mf != stdout) fclose(mf);
-    if (dist_any_failed(rc == -1, err)) goto done; /* -2: another rank's read failed */
+    if (close_metrics(mf, metrics, rc == -1, err)) rc = -1;
+    if (dist_any_failed(rc == -1, err)) { /* -2: another rank's read failed */
+        rc = -1;
+        goto done;
+    }
     rc = stream ? finish_stream(&ro, input, &setup, &model, &data, si, &st, &hist, err)
                 : av_finish_run(&ro, input, &setup, &model, &data, &st, &hist, err);
     if (!rc && dist_rank() == 0) {

@@ -1,6 +1,7 @@
 /* atlasvi: scvi-tools models at atlas scale. One binary, one process or many MPI ranks. */
 #include <cblas.h>
 #include <sched.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,11 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
         dist_init(&argc, &argv);
         int rc = commands[i].run(argc - 1, argv + 1);
+        if ((fflush(stdout) != 0 || ferror(stdout)) && rc == 0) {
+            fprintf(stderr, "atlasvi: error: writing to standard output failed (%s)\n",
+                    strerror(errno));
+            rc = 1;
+        }
         dist_finalize();
         return rc;
     }

@@ -124,7 +124,7 @@ AV_HD float av_expf_nohi(float x) {
     union {
         float f;
         int32_t i;
-    } u = {.i = ((int32_t)n + 127) << 23};
+    } u = {.i = (int32_t)((uint32_t)((int32_t)n + 127) << 23)}; /* no signed shift (UB) */
     return p * u.f;
 }
 

@@ -94,6 +94,22 @@ else
     fail "frac: non-integer counts must warn, not fail (exit $?)"
     sed 's/^/    /' "$W/frac.err"
 fi
+# a Matrix Market folder without feature types, some features antibody tags: one warning
+if np1_only; then
+    if run_av adt train "$D/adt_mtx" --max-epochs 1 --no-progress --output "$W/out_adt.h5ad"; then
+        nw=$(grep -c '^atlasvi: warning: ' "$W/adt.err")
+        if [ "$nw" -eq 1 ] && grep -q "3 of its 50 features look like antibody tags (e.g. 'CD3_TotalSeqB')" "$W/adt.err"; then
+            ok "adt: $(grep '^atlasvi: warning' "$W/adt.err")"
+        else
+            fail "adt: want one warning about 3 antibody tags, got:"
+            sed 's/^/    /' "$W/adt.err"
+        fi
+    else
+        fail "adt: exit $?"
+        sed 's/^/    /' "$W/adt.err"
+    fi
+    rm -f "$W/out_adt.h5ad"
+fi
 # model files
 np1_only && latent_err model_missing "no_model.h5" "$D/no_model.h5" "$B"
 np1_only && latent_err model_not_hdf5 "text.h5ad" "$D/text.h5ad" "$B"
@@ -119,6 +135,8 @@ fi
 rm -f "$W/resumed.h5" "$W/resumed.jsonl"
 # data that does not fit the model
 np1_only && latent_err other_genes "other_0" "$M" "$D/genes.h5ad"
+# the same genes under a var index anndata 0.13 + pandas 3 writes (nullable-string-array)
+np1_only && latent_err other_genes_nullable "other_0" "$M" "$D/nullgenes.h5ad"
 np1_only && latent_err fewer_genes "40 genes" "$M" "$D/fewgenes.h5ad"
 latent_err new_batch "'b9'" "$M" "$D/newbatch.h5ad"
 np1_only && latent_err no_batch_column "'batch'" "$M" "$D/nobatch.h5ad"

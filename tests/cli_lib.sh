@@ -78,8 +78,8 @@ expect_ok() {
 }
 
 # check_one_error NAME FILE NEEDLE: FILE (stderr) holds exactly one "atlasvi: error:" line,
-# containing NEEDLE, and no other atlasvi line (mpiexec's own notices are allowed), and
-# no sign of a crash.
+# containing NEEDLE and no empty detail "()", and no other atlasvi line (mpiexec's own
+# notices are allowed), and no sign of a crash.
 check_one_error() {
     _n=$1
     _f=$2
@@ -99,6 +99,10 @@ check_one_error() {
     if grep -qiE 'segmentation|core dumped|signal [0-9]|MPI_ABORT|backtrace|HDF5-DIAG|sanitizer' "$_f"; then
         fail "$_n: crash or library noise on stderr:"
         sed 's/^/    /' "$_f" | head -20
+        return 1
+    fi
+    if grep '^atlasvi: error: ' "$_f" | grep -qE -- '(^|[^A-Za-z0-9_])\(\)'; then
+        fail "$_n: the error line has an empty detail '()': $(grep '^atlasvi: error' "$_f")"
         return 1
     fi
     if ! grep '^atlasvi: error: ' "$_f" | grep -qF -- "$_needle"; then
@@ -125,9 +129,9 @@ expect_error() {
     return 0
 }
 
-# expect_train_error NAME NEEDLE ARGS...: as expect_error for a failure during training:
-# the training banner ("atlasvi: training scVI on ...") and, with --resume, the resume
-# line ("atlasvi: resuming ...") may precede the one error line.
+# expect_train_error NAME NEEDLE ARGS...: as expect_error for a failure during or after
+# training (writing results): the training banner ("atlasvi: training scVI on ...") and,
+# with --resume, the resume line ("atlasvi: resuming ...") may precede the one error line.
 expect_train_error() {
     _n=$1
     _needle=$2

@@ -13,6 +13,10 @@
  *     fewgenes.h5ad  40 genes instead of 50
  *     newbatch.h5ad  as base, batch categories b0, b9 (b9 unknown to a model of base)
  *     nobatch.h5ad   as base, no obs columns
+ *     nullgenes.h5ad as genes.h5ad, its var index a nullable-string-array (anndata 0.13
+ *                    with pandas 3)
+ *     adt_mtx/       a Matrix Market folder without feature types whose last 3 of 50
+ *                    features are antibody tags (CD3_TotalSeqB, ...): trains, with a warning
  *     notmodel.h5    an HDF5 file with one dataset, not a model
  *   make_bad_inputs version MODEL.h5 OUT.h5
  *     copies a model file and sets its atlasvi_blob_version attribute to 99
@@ -262,6 +266,62 @@ static int crafted_models(const char *model, const char *dir) {
     return rc;
 }
 
+/* nullgenes.h5ad: genes.h5ad with var/_index rewritten as a nullable-string-array. */
+static int nullable_var_index(const char *dir) {
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/genes.h5ad", dir);
+    snprintf(to, sizeof to, "%s/nullgenes.h5ad", dir);
+    if (copy_file(from, to)) return 1;
+    hid_t f = H5Fopen(to, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t g = f < 0 ? -1 : H5Gopen2(f, "var", H5P_DEFAULT);
+    if (g < 0 || H5Ldelete(g, "_index", H5P_DEFAULT) < 0) return 1;
+    char names[N_GENES][32];
+    const char *items[N_GENES];
+    for (int j = 0; j < N_GENES; j++) {
+        snprintf(names[j], sizeof names[j], "other_%d", j);
+        items[j] = names[j];
+    }
+    fx_nullable_strings(g, "_index", items, NULL, N_GENES);
+    H5Gclose(g);
+    return H5Fclose(f) < 0;
+}
+
+/* adt_mtx/: 200 cells x 50 features (two-column features.tsv: no feature_type), the last
+ * three named like CITE-seq antibody tags. */
+static int write_adt_mtx(const char *dir) {
+    static const char *const adt[3] = {"CD3_TotalSeqB", "CD4_TotalSeqB", "ADT_CD8"};
+    char path[4096];
+    snprintf(path, sizeof path, "%s/adt_mtx", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/adt_mtx/features.tsv", dir);
+    FILE *f = fopen(path, "w");
+    for (int j = 0; f && j < N_GENES; j++) {
+        if (j >= N_GENES - 3)
+            fprintf(f, "ab%d\t%s\n", j, adt[j - (N_GENES - 3)]);
+        else
+            fprintf(f, "ENSG%d\tgene_%d\n", j, j);
+    }
+    int rc = !f || fclose(f);
+    snprintf(path, sizeof path, "%s/adt_mtx/barcodes.tsv", dir);
+    f = fopen(path, "w");
+    for (int i = 0; f && i < N_CELLS; i++) fprintf(f, "cell_%d\n", i);
+    rc |= !f || fclose(f);
+    int nnz = 0;
+    for (int i = 0; i < N_CELLS; i++)
+        for (int j = 0; j < N_GENES; j++) nnz += (i + j) % 3 == 0;
+    snprintf(path, sizeof path, "%s/adt_mtx/matrix.mtx", dir);
+    f = fopen(path, "w");
+    if (f)
+        fprintf(f, "%%%%MatrixMarket matrix coordinate integer general\n%d %d %d\n", N_GENES,
+                N_CELLS, nnz);
+    for (int i = 0; f && i < N_CELLS; i++)
+        for (int j = 0; j < N_GENES; j++)
+            if ((i + j) % 3 == 0) fprintf(f, "%d %d %d\n", j + 1, i + 1, 1 + (i * 7 + j) % 9);
+    rc |= !f || fclose(f);
+    if (rc) fprintf(stderr, "make_bad_inputs: cannot write %s/adt_mtx\n", dir);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "version")) return other_version(argv[2], argv[3]);
     if (argc == 4 && !strcmp(argv[1], "model")) return crafted_models(argv[2], argv[3]);
@@ -281,6 +341,8 @@ int main(int argc, char **argv) {
     int rc = 0;
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         rc |= write_file(dir, files[i].name, files[i].kind);
+    rc |= nullable_var_index(dir);
+    rc |= write_adt_mtx(dir);
     rc |= write_not_model(dir);
     return rc;
 }

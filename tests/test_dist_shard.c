@@ -1,6 +1,7 @@
 /* dist_plan_shards: pure shard arithmetic, no MPI. Offsets beyond 2^31 and 2^40, balance
  * by non-zeros, empty rows, more parts than rows, monotone bounds. */
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -145,6 +146,18 @@ int main(void) {
         int64_t one[2] = {0, 1000000};
         dist_plan_shards(one, 1, 3, b);
         CHECK(b[0] == 0 && b[3] == 1 && b[1] <= b[2], "one row three parts");
+    }
+
+    /* A corrupt indptr (INT64_MAX, then decreasing; the readers reject it later): the plan
+     * stays monotone and in range, without overflow (UBSan in the sanitizer build). */
+    {
+        int64_t ip[6] = {0, 5, INT64_MAX, INT64_MAX, INT64_MAX, 7}, b[4];
+        for (int n = 2; n <= 5; n++) {
+            dist_plan_shards(ip, n, 3, b);
+            CHECK(b[0] == 0 && b[0] <= b[1] && b[1] <= b[2] && b[2] <= b[3] && b[3] == n,
+                  "INT64_MAX indptr, %d rows: %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, n,
+                  b[0], b[1], b[2], b[3]);
+        }
     }
 
     if (failures)

@@ -3,9 +3,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/blob.h"
 #include "io/output.h"
 #include "src/util.h"
 #include "tests/test_output_util.h"
@@ -22,6 +26,17 @@ static char *pathf(const char *name) {
 
 static int exists(const char *p) {
     return access(p, F_OK) == 0;
+}
+
+/* Temporaries of the output `name` in dir: files named "<name>.tmp...". */
+static int count_tmps(const char *name) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    size_t len = strlen(name);
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += !strncmp(e->d_name, name, len) && !strncmp(e->d_name + len, ".tmp", 4);
+    if (d) closedir(d);
+    return n;
 }
 
 /* Expected obsm value of cell i, column j (check_h5ad.py uses the same formula). */
@@ -116,9 +131,7 @@ static void test_csr_writer(void) {
     AvCsrWriter *w = av_csr_writer_create(p, N_GENES, var, err);
     TU_CHECK(w != NULL, "%s", err);
     if (!w) return;
-    char tmp[1300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", p);
-    TU_CHECK(exists(tmp) && !exists(p), "writes to the .tmp name first");
+    TU_CHECK(count_tmps("csr.h5ad") == 1 && !exists(p), "writes to a .tmp name first");
     AvCsr a, b;
     make_rows(&a, 0, 20, N_GENES);
     make_rows(&b, 20, N_CELLS - 20, N_GENES);
@@ -142,7 +155,7 @@ static void test_csr_writer(void) {
         snprintf(obs[i], 16, "c%d", i);
     }
     TU_CHECK(av_csr_writer_finish(w, obs, cols, 3, err) == 0, "%s", err);
-    TU_CHECK(exists(p) && !exists(tmp), "renamed into place");
+    TU_CHECK(exists(p) && count_tmps("csr.h5ad") == 0, "renamed into place");
 
     hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
     TU_CHECK(f >= 0, "reopen");
@@ -222,31 +235,37 @@ static void test_csr_writer(void) {
     w = av_csr_writer_create(p3, 5, NULL, err);
     TU_CHECK(av_csr_writer_append(w, &a, err) == 0, "%s", err);
     av_csr_writer_abort(w);
-    snprintf(tmp, sizeof tmp, "%s.tmp", p3);
-    TU_CHECK(!exists(p3) && !exists(tmp), "abort removes the temporary file");
+    TU_CHECK(!exists(p3) && count_tmps("csr_abort.h5ad") == 0, "abort removes the temporary");
     av_csr_free(&a);
 }
 
 /* 2: AvWriter from a non-h5ad source (names only) and from a modern h5ad (copy). */
-static void test_writer(void) {
-    char err[AV_ERRLEN] = "";
+/* A 10x source known by its names only (obs and var are rebuilt from them): cells
+ * "AAAC-<i>", genes "Gene<g>". */
+static AvInput names_input(int n_cells, int n_genes) {
     AvInput in;
     memset(&in, 0, sizeof in);
     in.path = pathf("source_10x.h5"); /* never opened for a non-h5ad source */
     in.format = AV_FMT_10X_H5;
     in.matrix_name = "matrix";
-    in.n_obs = N_CELLS;
-    in.n_vars = N_GENES;
-    in.obs_names = malloc(N_CELLS * sizeof(char *));
-    in.var_names = malloc(N_GENES * sizeof(char *));
-    for (int i = 0; i < N_CELLS; i++) {
+    in.n_obs = n_cells;
+    in.n_vars = n_genes;
+    in.obs_names = malloc((size_t)n_cells * sizeof(char *));
+    in.var_names = malloc((size_t)n_genes * sizeof(char *));
+    for (int i = 0; i < n_cells; i++) {
         in.obs_names[i] = malloc(32);
         snprintf(in.obs_names[i], 32, "AAAC-%d", i);
     }
-    for (int g = 0; g < N_GENES; g++) {
+    for (int g = 0; g < n_genes; g++) {
         in.var_names[g] = malloc(32);
         snprintf(in.var_names[g], 32, "Gene%d", g);
     }
+    return in;
+}
+
+static void test_writer(void) {
+    char err[AV_ERRLEN] = "";
+    AvInput in = names_input(N_CELLS, N_GENES);
     const char *p = pathf("from_names.h5ad");
     unlink(p);
     AvWriter *w = av_writer_create(p, &in, err);
@@ -282,9 +301,7 @@ static void test_writer(void) {
     TU_CHECK(w != NULL, "%s", err);
     av_writer_obsm(w, "X_scVI", z, N_CELLS, 10, err);
     av_writer_abort(w);
-    char tmp[1300];
-    snprintf(tmp, sizeof tmp, "%s.tmp", pa);
-    TU_CHECK(!exists(pa) && !exists(tmp), "abort leaves nothing");
+    TU_CHECK(!exists(pa) && count_tmps("aborted.h5ad") == 0, "abort leaves nothing");
 
     /* names not read -> one clear line */
     char **keep = in.obs_names;
@@ -435,6 +452,113 @@ static void test_real(void) {
     }
 }
 
+/* 5: two writers of one output at once get temporaries of their own: both commit, the
+ * file is the last one's, whole; a temporary of the old fixed name is left alone. */
+static void test_concurrent_writers(void) {
+    char err[AV_ERRLEN] = "", old_tmp[1300], seen[64] = "";
+    AvInput in = names_input(N_CELLS, N_GENES);
+    const char *p = pathf("shared.h5ad");
+    unlink(p);
+    snprintf(old_tmp, sizeof old_tmp, "%s.tmp", p);
+    FILE *o = fopen(old_tmp, "w");
+    fputs("another run's temporary", o);
+    fclose(o);
+    AvWriter *a = av_writer_create(p, &in, err), *b = av_writer_create(p, &in, err);
+    TU_CHECK(a && b && count_tmps("shared.h5ad") == 3, "two more temporaries: %s", err);
+    float *za = obsm_matrix(N_CELLS, 4, 1.0f), *zb = obsm_matrix(N_CELLS, 4, 2.0f);
+    TU_CHECK(a && av_writer_obsm(a, "X_scVI", za, N_CELLS, 4, err) == 0, "%s", err);
+    TU_CHECK(b && av_writer_obsm(b, "X_scVI", zb, N_CELLS, 4, err) == 0, "%s", err);
+    TU_CHECK(a && av_writer_commit(a, err) == 0, "first commit: %s", err);
+    TU_CHECK(b && av_writer_commit(b, err) == 0, "second commit: %s", err);
+    hid_t f = H5Fopen(p, H5F_ACC_RDONLY, H5P_DEFAULT);
+    long long n = 0;
+    float *z = f >= 0 ? tu_read_all(f, "obsm/X_scVI", H5T_NATIVE_FLOAT, sizeof(float), &n) : NULL;
+    TU_CHECK(z && n == N_CELLS * 4 && z[3 * 4 + 1] == obsm_value(3, 1, 2.0f), "last commit wins");
+    if (f >= 0) H5Fclose(f);
+    TU_CHECK(count_tmps("shared.h5ad") == 1, "no temporary of ours left");
+    o = fopen(old_tmp, "r");
+    TU_CHECK(o && fgets(seen, sizeof seen, o) && !strcmp(seen, "another run's temporary"),
+             "the other temporary is untouched");
+    if (o) fclose(o);
+    unlink(old_tmp);
+    free(z);
+    free(za);
+    free(zb);
+    av_free_strings(in.obs_names, N_CELLS);
+    av_free_strings(in.var_names, N_GENES);
+}
+
+/* One attempt of each writer under a file size limit of `limit` bytes; returns how many
+ * succeeded. A failure must be an error naming the file, with nothing left behind. */
+static int write_all_under_limit(rlim_t limit, const AvInput *in, const float *z,
+                                 const float *layer, const AvBlob *blob, const AvCsr *rows) {
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = limit;
+    const char *ph = pathf("limited.h5ad"), *pm = pathf("limited_model.h5"),
+               *pc = pathf("limited_csr.h5ad");
+    unlink(ph), unlink(pm), unlink(pc);
+    char err[3][AV_ERRLEN] = {"", "", ""};
+    int rc[3];
+    setrlimit(RLIMIT_FSIZE, &lim);
+    AvWriter *w = av_writer_create(ph, in, err[0]);
+    rc[0] = !w || av_writer_obsm(w, "X_scVI", z, in->n_obs, 10, err[0]) ||
+            av_writer_layer(w, "norm", layer, in->n_obs, in->n_vars, err[0]);
+    if (w && rc[0]) av_writer_abort(w);
+    if (w && !rc[0]) rc[0] = av_writer_commit(w, err[0]);
+    rc[1] = av_blob_save(pm, blob, err[1]);
+    AvCsrWriter *c = av_csr_writer_create(pc, rows->n_cols, NULL, err[2]);
+    rc[2] = !c || av_csr_writer_append(c, rows, err[2]);
+    if (c && rc[2]) av_csr_writer_abort(c);
+    if (c && !rc[2]) rc[2] = av_csr_writer_finish(c, NULL, NULL, 0, err[2]);
+    setrlimit(RLIMIT_FSIZE, &old);
+    const char *paths[3] = {ph, pm, pc},
+               *names[3] = {"limited.h5ad", "limited_model.h5", "limited_csr.h5ad"};
+    int ok = 0;
+    for (int k = 0; k < 3; k++) {
+        TU_CHECK(count_tmps(names[k]) == 0, "limit %lld: a temporary of %s is left (%s)",
+                 (long long)limit, names[k], rc[k] ? err[k] : "written");
+        if (!rc[k]) {
+            hid_t f = H5Fopen(paths[k], H5F_ACC_RDONLY, H5P_DEFAULT);
+            TU_CHECK(f >= 0, "limit %lld: %s was reported written but does not open",
+                     (long long)limit, paths[k]);
+            if (f >= 0) H5Fclose(f);
+            ok++;
+        } else {
+            TU_CHECK(!exists(paths[k]) && strstr(err[k], paths[k]) && !strchr(err[k], '\n'),
+                     "limit %lld: failure of %s: '%s'", (long long)limit, paths[k], err[k]);
+        }
+    }
+    return ok;
+}
+
+/* 6: a full disk, as a file size limit (RLIMIT_FSIZE with SIGXFSZ ignored, so writes fail
+ * with EFBIG): at every size each writer either succeeds or fails with one message, leaves
+ * no temporary, and HDF5 does not crash at exit (HDF5 1.10 does after a failed flush). */
+static void test_size_limit(void) {
+    signal(SIGXFSZ, SIG_IGN);
+    AvInput in = names_input(2000, 300);
+    float *z = obsm_matrix(2000, 10, 1.0f), *layer = obsm_matrix(2000, 300, 0.5f);
+    AvBlob blob;
+    memset(&blob, 0, sizeof blob);
+    av_blob_add_array(&blob, "params/w", 300, 300, layer);
+    av_blob_set_attr(&blob, "model", "test");
+    AvCsr rows;
+    make_rows(&rows, 0, 20000, 300);
+    int attempts = 0, ok = 0;
+    for (rlim_t limit = 1024; limit < (8u << 20); limit = limit * 5 / 4, attempts += 3)
+        ok += write_all_under_limit(limit, &in, z, layer, &blob, &rows);
+    TU_CHECK(ok > 0 && ok < attempts, "%d of %d writes succeeded: both cases must be seen", ok,
+             attempts);
+    av_csr_free(&rows);
+    av_blob_free(&blob);
+    free(z);
+    free(layer);
+    av_free_strings(in.obs_names, 2000);
+    av_free_strings(in.var_names, 300);
+}
+
 int main(int argc, char **argv) {
     snprintf(dir, sizeof dir, "%s", argc > 1 ? argv[1] : "output_files");
     mkdir(dir, 0755);
@@ -442,6 +566,8 @@ int main(int argc, char **argv) {
     test_writer();
     test_inplace();
     test_real();
+    test_concurrent_writers();
+    test_size_limit();
     if (tu_fails) {
         fprintf(stderr, "test_output: %d failure(s)\n", tu_fails);
         return 1;
