@@ -280,19 +280,30 @@ static int check_registry_sizes(const AvBlob *b, const AvScviConfig *c, const ch
 
 /* Every array of a group (params, adam_m, adam_v) has the shape the configuration
  * declares, checked on the declared graph before the model is allocated. */
+/* group/t->name in the file, with t's stored shape (rows x cols, transposed as saved);
+ * NULL with the error in err otherwise */
+static const AvArray *shaped_array(const AvBlob *b, const char *group, const AvTensor *t,
+                                   const char *path, char *err) {
+    char name[512];
+    snprintf(name, sizeof name, "%s/%s", group, t->name);
+    const AvArray *a = av_blob_array(b, name);
+    int64_t r = t->transposed ? t->cols : t->rows, c = t->transposed ? t->rows : t->cols;
+    if (!a) {
+        av_err(err, "%s: model file lacks '%s'", path, name);
+        return NULL;
+    }
+    if (a->rows != r || a->cols != c) {
+        av_err(err, "%s: '%s' has %lld x %lld values, expected %lld x %lld", path, name,
+               (long long)a->rows, (long long)a->cols, (long long)r, (long long)c);
+        return NULL;
+    }
+    return a;
+}
+
 static int check_group_shapes(const AvBlob *b, const AvGraph *decl, const char *group,
                               const char *path, char *err) {
-    char name[512];
-    for (int i = 0; i < decl->n_params; i++) {
-        const AvTensor *t = decl->params[i];
-        snprintf(name, sizeof name, "%s/%s", group, t->name);
-        const AvArray *a = av_blob_array(b, name);
-        int64_t r = t->transposed ? t->cols : t->rows, c = t->transposed ? t->rows : t->cols;
-        if (!a) return av_err(err, "%s: model file lacks '%s'", path, name);
-        if (a->rows != r || a->cols != c)
-            return av_err(err, "%s: '%s' has %lld x %lld values, expected %lld x %lld", path, name,
-                          (long long)a->rows, (long long)a->cols, (long long)r, (long long)c);
-    }
+    for (int i = 0; i < decl->n_params; i++)
+        if (!shaped_array(b, group, decl->params[i], path, err)) return 1;
     return 0;
 }
 
@@ -309,14 +320,9 @@ static int check_param_shapes(const AvBlob *b, const AvScviConfig *c, int with_a
 
 static int load_tensor(const AvBlob *b, const char *group, const AvTensor *t, float *dst,
                        const char *path, char *err) {
-    char name[512];
-    snprintf(name, sizeof name, "%s/%s", group, t->name);
-    const AvArray *a = av_blob_array(b, name);
-    int64_t r = t->transposed ? t->cols : t->rows, c = t->transposed ? t->rows : t->cols;
-    if (!a) return av_err(err, "%s: model file lacks '%s'", path, name);
-    if (a->rows != r || a->cols != c)
-        return av_err(err, "%s: '%s' has %lld x %lld values, expected %lld x %lld", path, name,
-                      (long long)a->rows, (long long)a->cols, (long long)r, (long long)c);
+    const AvArray *a = shaped_array(b, group, t, path, err);
+    if (!a) return 1;
+    int64_t r = a->rows, c = a->cols;
     for (int64_t i = 0; i < r; i++)
         for (int64_t j = 0; j < c; j++) {
             float v = a->data[i * c + j];

@@ -38,11 +38,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "io/out_h5.h"
 #include "io/output.h"
 #include "src/data.h"
 #include "src/util.h"
+#include "tests/h5_fixture_util.h"
 
 #define N_CELLS 200
 #define N_GENES 50
