@@ -96,11 +96,6 @@ static void prefer_passive_openmp(int argc, char **argv) {
 int main(int argc, char **argv) {
     prefer_passive_openmp(argc, argv);
     openblas_set_num_threads(1); /* ops.c splits GEMMs over the OpenMP threads itself */
-    char err[AV_ERRLEN];
-    if (av_isa_from_env(err, NULL)) { /* on every rank, before MPI starts */
-        fprintf(stderr, "atlasvi: error: %s\n", err);
-        return 2;
-    }
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
@@ -108,7 +103,10 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
         dist_init(&argc, &argv);
-        int rc = commands[i].run(argc - 1, argv + 1);
+        char err[AV_ERRLEN];
+        int rc = av_isa_from_env(err, NULL); /* every rank ends; one says why */
+        if (rc && dist_rank() == 0) fprintf(stderr, "atlasvi: error: %s\n", err);
+        rc = rc ? 1 : commands[i].run(argc - 1, argv + 1);
         if ((fflush(stdout) != 0 || ferror(stdout)) && rc == 0) {
             fprintf(stderr, "atlasvi: error: writing to standard output failed (%s)\n",
                     strerror(errno));

@@ -167,6 +167,18 @@ np1_only && expect_error output_is_folder "is a folder" train "$B" --max-epochs 
 [ "$(sums "$W/in_copy.h5ad" "$W/model_copy.h5" | cut -d' ' -f1,2)" = "$s0" ] &&
     ok "refused outputs: input and model unchanged" || fail "a refused output changed a file"
 
+# the CPU path (src/isa.h): an unknown ATLASVI_ISA ends every rank with one line; a known
+# one is named in the training banner
+export ATLASVI_ISA=avx9000
+expect_error bad_isa "ATLASVI_ISA=avx9000" train "$B" --max-epochs 1 --output "$W/out_bad_isa.h5ad"
+export ATLASVI_ISA=generic
+expect_ok isa_generic train "$B" --max-epochs 1 --no-progress --output "$W/isa_generic.h5ad" &&
+    { grep -q 'CPU kernels generic (ATLASVI_ISA=generic)' "$W/isa_generic.err" &&
+        ok "isa_generic: the banner names the path" ||
+        fail "isa_generic: no 'CPU kernels generic' in the banner: $(head -3 "$W/isa_generic.err")"; }
+rm -f "$W/isa_generic.h5ad"
+unset ATLASVI_ISA
+
 # nothing written, nothing left behind, nothing changed
 left=$(find "$W" -name 'out_*.h5ad' -o -name 'outmodel_*' -o -name 'outmetrics_*' -o -name '*.tmp*')
 [ -z "$left" ] && ok "no output files from failed runs" || fail "files written by failed runs: $left"
