@@ -82,7 +82,10 @@ static int read_tsv(const char *path, Tsv *t, char *err) {
     return rc;
 }
 
-static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *err) {
+/* n_feat_listed, n_bc_listed: rows of features.tsv and barcodes.tsv, checked against the
+ * size line before anything is allocated (a size line can claim any shape). */
+static int parse_matrix(AvInput *in, const char *path, const char *pf, const char *pb,
+                        int64_t n_feat_listed, int64_t n_bc_listed, int64_t *n_feat, char *err) {
     gzFile g = gzopen(path, "rb");
     if (!g) return av_err(err, "%s: cannot open: %s", path, strerror(errno));
     char *line = av_malloc(LINE_MAX_LEN);
@@ -124,17 +127,26 @@ static int parse_matrix(AvInput *in, const char *path, int64_t *n_feat, char *er
     if (!rc && nr < 0) rc = av_err(err, "%s: no size line (empty or truncated file)", path);
     int64_t *fi = NULL, *ci = NULL;
     float *vv = NULL;
-    int64_t k = 0;
-    if (!rc) {
-        if (nr > INT32_MAX || nc > INT32_MAX)
-            rc = av_err(err, "%s: %lld x %lld is too large", path, (long long)nr, (long long)nc);
-        fi = av_malloc((size_t)(nnz ? nnz : 1) * sizeof *fi);
-        ci = av_malloc((size_t)(nnz ? nnz : 1) * sizeof *ci);
-        vv = av_malloc((size_t)(nnz ? nnz : 1) * sizeof *vv);
-    }
+    int64_t k = 0, cap = 0;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    if (!rc && (nr > INT32_MAX || nc > INT32_MAX))
+        rc = av_err(err, "%s: %lld x %lld is too large", path, (long long)nr, (long long)nc);
+    else if (!rc && n_feat_listed != nr)
+        rc = av_err(err, "%s: %lld features listed but %s has %lld rows", pf,
+                    (long long)n_feat_listed, base, (long long)nr);
+    else if (!rc && n_bc_listed != nc)
+        rc = av_err(err, "%s: %lld barcodes listed but %s has %lld columns", pb,
+                    (long long)n_bc_listed, base, (long long)nc);
+    /* the entry arrays grow with what is read, not with what the size line claims */
     while (!rc && k < nnz && gzgets(g, line, LINE_MAX_LEN)) {
         lineno++;
         if (line[0] == '%' || line[0] == '\n') continue;
+        if (k == cap) {
+            cap = cap ? (cap < nnz / 2 ? 2 * cap : nnz) : (nnz < 65536 ? nnz : 65536);
+            fi = av_realloc(fi, (size_t)cap * sizeof *fi);
+            ci = av_realloc(ci, (size_t)cap * sizeof *ci);
+            vv = av_realloc(vv, (size_t)cap * sizeof *vv);
+        }
         char *p = line, *e;
         long long r = strtoll(p, &e, 10);
         if (e == p) goto bad;
@@ -212,7 +224,7 @@ static void normalize(AvCsr *m, const int32_t *col_map, int64_t n_cols) {
             int32_t c = col_map ? col_map[m->indices[k]] : m->indices[k];
             if (c >= 0) tmp[len++] = (Entry){c, m->data[k]};
         }
-        qsort(tmp, (size_t)len, sizeof *tmp, entry_cmp);
+        if (len > 1) qsort(tmp, (size_t)len, sizeof *tmp, entry_cmp); /* tmp may be NULL */
         m->indptr[r] = w;
         int64_t start = w;
         for (int64_t k = 0; k < len; k++) {
@@ -262,18 +274,8 @@ int av_mtx_open(AvInput *in, const char *dir, const char *layer, char *err) {
     m->mpath = av_strdup(base);
     m->st = AV_ST_MEM;
     snprintf(m->dtype, sizeof m->dtype, "text");
-    if ((rc = parse_matrix(in, pm, &nf, err))) goto done;
     if ((rc = read_tsv(pf, &feat, err)) || (rc = read_tsv(pb, &bc, err))) goto done;
-    if (feat.n != nf) {
-        rc = av_err(err, "%s: %lld features listed but %s has %lld rows", pf, (long long)feat.n,
-                    base, (long long)nf);
-        goto done;
-    }
-    if (bc.n != m->mem.n_rows) {
-        rc = av_err(err, "%s: %lld barcodes listed but %s has %lld columns", pb, (long long)bc.n,
-                    base, (long long)m->mem.n_rows);
-        goto done;
-    }
+    if ((rc = parse_matrix(in, pm, pf, pb, feat.n, bc.n, &nf, err))) goto done;
     /* Feature types (third column of features.tsv), selectable like 10x HDF5. */
     int has_type = feat.ncol >= 3;
     const char *want = layer ? layer : "Gene Expression";

@@ -11,6 +11,8 @@
 #                               grows in place, crashes in build-fuzz/artifacts/<target>/,
 #                               logs in build-fuzz/logs/<target>.log
 #   jobs/fuzz.sh replay TARGET FILE...   run one target on given inputs (a crash's stack)
+#   jobs/fuzz.sh triage         one line per crash artifact: summary, top frame, first
+#                               frame in atlasvi's code
 #
 # TARGETS="fuzz_mtx fuzz_model" limits run/ci to some targets. Without clang or the
 # libFuzzer runtime (Debian: clang, libclang-rt-14-dev) it says so and exits 77 (ci, run)
@@ -115,6 +117,26 @@ run() {
     done
 }
 
+# One line per artifact: target, file, the sanitizer's summary, the top frame and the
+# first frame in atlasvi's own code (io/, src/, models/; "libhdf5 only" when none).
+triage() {
+    local secs=${1:-60}
+    for t in $TARGETS; do
+        for f in "$B"/artifacts/"$t"/*; do
+            [ -f "$f" ] || continue
+            local out
+            out=$(timeout "$secs" "$B/tests/$t" -timeout=20 -rss_limit_mb=2048 "$f" 2>&1 || true)
+            local sum top ours
+            sum=$(grep -m1 -E "^SUMMARY|ERROR: libFuzzer|left [0-9]+ HDF5" <<<"$out" | cut -c1-140 || true)
+            top=$(grep -m1 -E "^ +#[0-9]+ " <<<"$out" | sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ in //' |
+                cut -c1-80 || true)
+            ours=$(grep -E "^ +#[0-9]+ .* in .*$ROOT/(io|src|models|dist)/" <<<"$out" | head -1 |
+                sed -E "s|^ +#[0-9]+ 0x[0-9a-f]+ in ||; s|$ROOT/||" || true)
+            echo "$t $(basename "$f") | ${sum:-no crash on replay} | ${top:-?} | ${ours:-libhdf5 only}"
+        done
+    done
+}
+
 replay() {
     local t=$1
     shift
@@ -129,8 +151,9 @@ seeds) seeds ;;
 ci) ci ;;
 run) run "$@" ;;
 replay) replay "$@" ;;
+triage) triage "$@" ;;
 *)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

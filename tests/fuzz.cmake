@@ -31,3 +31,14 @@ else()
     av_fuzz_target(${t}_replay ${t} fuzz/replay_main.c)
   endforeach()
 endif()
+
+if(NOT ATLASVI_FUZZ)
+  set(av_replays "")
+  foreach(t ${AV_FUZZ_TARGETS})
+    list(APPEND av_replays ${t}_replay)
+  endforeach()
+  add_test(NAME test_fuzz_regressions COMMAND ${CMAKE_SOURCE_DIR}/tests/fuzz/regressions.sh
+    $<TARGET_FILE_DIR:fuzz_mtx_replay> ${CMAKE_CURRENT_BINARY_DIR}/fuzz_regressions)
+  set_tests_properties(test_fuzz_regressions PROPERTIES ENVIRONMENT
+    "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1;ASAN_OPTIONS=detect_leaks=0")
+endif()
