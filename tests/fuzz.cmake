@@ -32,13 +32,23 @@ else()
   endforeach()
 endif()
 
-if(NOT ATLASVI_FUZZ)
-  set(av_replays "")
-  foreach(t ${AV_FUZZ_TARGETS})
-    list(APPEND av_replays ${t}_replay)
-  endforeach()
-  add_test(NAME test_fuzz_regressions COMMAND ${CMAKE_SOURCE_DIR}/tests/fuzz/regressions.sh
-    $<TARGET_FILE_DIR:fuzz_mtx_replay> ${CMAKE_CURRENT_BINARY_DIR}/fuzz_regressions)
-  set_tests_properties(test_fuzz_regressions PROPERTIES ENVIRONMENT
-    "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1;ASAN_OPTIONS=detect_leaks=0")
+# Regressions: every fixed finding, replayed by the replay builds here and by the libFuzzer
+# builds in the fuzz build (test fuzz_regressions there).
+add_executable(make_regressions fuzz/make_regressions.c)
+target_include_directories(make_regressions PRIVATE ${HDF5_INCLUDE_DIRS})
+target_compile_definitions(make_regressions PRIVATE ${HDF5_DEFINITIONS})
+target_link_libraries(make_regressions PRIVATE ${HDF5_C_LIBRARIES} MPI::MPI_C)
+if(ATLASVI_FUZZ)
+  set(av_reg_name fuzz_regressions)
+  set(av_reg_suffix "")
+  set(av_reg_env "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0")
+else()
+  set(av_reg_name test_fuzz_regressions)
+  set(av_reg_suffix _replay)
+  set(av_reg_env "ASAN_OPTIONS=detect_leaks=0")
 endif()
+add_test(NAME ${av_reg_name} COMMAND ${CMAKE_SOURCE_DIR}/tests/fuzz/regressions.sh
+  $<TARGET_FILE_DIR:fuzz_mtx${av_reg_suffix}> ${CMAKE_CURRENT_BINARY_DIR}/fuzz_regressions
+  $<TARGET_FILE:make_regressions> "${av_reg_suffix}")
+set_tests_properties(${av_reg_name} PROPERTIES LABELS fuzz ENVIRONMENT
+  "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1;${av_reg_env};UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")

@@ -3,29 +3,37 @@
 # generated here (no binary files in the repository), replayed through the fuzz target's
 # replay build (tests/fuzz/replay_main.c). Passes when every target returns normally:
 # the readers may reject the input, but must not crash, abort, run out of memory or (in
-# the ATLASVI_SANITIZE build) trip a sanitizer. usage: regressions.sh BIN_DIR WORK_DIR
+# the ATLASVI_SANITIZE and fuzz builds) trip a sanitizer.
+# usage: regressions.sh BIN_DIR WORK_DIR MAKE_REGRESSIONS SUFFIX
+# SUFFIX: "_replay" (normal build: fuzz_mtx_replay, ...) or "" (fuzz build: libFuzzer
+# binaries, which run the files given to them once each).
 set -euo pipefail
-bin=$1 work=$2
+bin=$1 work=$2 gen=$3 sfx=${4-_replay}
 rm -rf "$work"
 mkdir -p "$work"
+"$gen" "$work"
 # Address space for the unsanitized build: an allocation sized by a crafted header fails
 # here (atlasvi exits "out of memory") instead of succeeding lazily on a large machine.
 # Sanitizer builds reserve terabytes of address space; they run without the limit.
-if ! nm "$bin/fuzz_mtx_replay" 2>/dev/null | grep -q __asan_init; then
+if ! grep -qa __asan_init "$bin/fuzz_mtx$sfx"; then
     ulimit -v 4000000
 fi
 fail=0
-# case NAME TARGET: the input is on stdin
-case_() {
+# file NAME TARGET: replays $work/NAME (written by make_regressions or case_)
+file_() {
     local name=$1 target=$2
-    cat >"$work/$name"
-    if "$bin/${target}_replay" "$work/$name" >"$work/$name.log" 2>&1; then
+    if "$bin/${target}$sfx" "$work/$name" >"$work/$name.log" 2>&1; then
         echo "ok   $name ($target)"
     else
         echo "FAIL $name ($target): exit $?"
         tail -20 "$work/$name.log"
         fail=1
     fi
+}
+# case NAME TARGET: the input is on stdin
+case_() {
+    cat >"$work/$1"
+    file_ "$1" "$2"
 }
 MM='%%MatrixMarket matrix coordinate integer general'
 
@@ -44,5 +52,18 @@ printf 'GZ\n%s\n3 2 400000000000\n1 1 5\n2 2 1\n~~~\nc1\nc2\n~~~\ng1\ng2\ng3\n' 
 # F3 fuzz_mtx: the size line claims 2e9 barcodes, barcodes.tsv lists one: the CSR row
 # pointer (16 GB) was allocated before the barcodes were counted.
 printf '%s\n1 2000000000 0\n~~~\nc1\n~~~\ng1\n' "$MM" | case_ mtx_huge_barcodes fuzz_mtx
+
+# F4 fuzz_h5ad: CSR indptr[0] = INT64_MIN + 1: av_input_read_indptr rebased the row pointer
+# before checking it (signed overflow, UBSan), io/input.c.
+file_ h5ad_indptr_min.h5ad fuzz_h5ad
+# F5: a shape of INT64_MAX cells or features (h5ad shape attribute, 10x matrix/shape):
+# shape + 1 overflowed (UBSan) before the indptr length was compared, io/input.c.
+file_ h5ad_shape_max.h5ad fuzz_h5ad
+file_ h5ad_shape_max_cols.h5ad fuzz_h5ad # did not crash; rejected by the same check now
+file_ tenx_shape_max.h5 fuzz_10x
+# F6: a dense X / loom matrix declared 3*2^30 x 2^32 (nothing stored): n_obs * n_vars
+# overflowed (UBSan), io/input.c.
+file_ h5ad_dense_huge.h5ad fuzz_h5ad
+file_ loom_huge.loom fuzz_loom
 
 exit $fail
