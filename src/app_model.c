@@ -293,13 +293,14 @@ int av_model_load(const char *path, AvScvi *m, AvSetup *s, AvOptState *st, AvHis
     if (!rc && h) {
         memset(h, 0, sizeof *h);
         const AvArray *first = av_blob_array(&b, "history/elbo_train");
-        int n = first ? (int)first->cols : 0;
+        int n = first && first->rows > 0 ? (int)first->cols : 0;
         double row[9];
         for (int e = 0; e < n; e++) {
             for (int col = 0; col < 9; col++) {
                 snprintf(key, sizeof key, "history/%s", hist_names[col]);
                 const AvArray *a = av_blob_array(&b, key);
-                row[col] = a && a->cols > e ? a->data[e] : NAN;
+                /* history arrays are 1 x epochs; a 0 x n array holds no values */
+                row[col] = a && a->rows > 0 && a->cols > e ? a->data[e] : NAN;
             }
             av_history_append(h, row);
         }

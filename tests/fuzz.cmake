@@ -49,6 +49,6 @@ else()
 endif()
 add_test(NAME ${av_reg_name} COMMAND ${CMAKE_SOURCE_DIR}/tests/fuzz/regressions.sh
   $<TARGET_FILE_DIR:fuzz_mtx${av_reg_suffix}> ${CMAKE_CURRENT_BINARY_DIR}/fuzz_regressions
-  $<TARGET_FILE:make_regressions> "${av_reg_suffix}")
+  $<TARGET_FILE:make_regressions> "${av_reg_suffix}" $<TARGET_FILE:atlasvi>)
 set_tests_properties(${av_reg_name} PROPERTIES LABELS fuzz ENVIRONMENT
   "OMP_NUM_THREADS=1;OPENBLAS_NUM_THREADS=1;${av_reg_env};UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")

@@ -1,6 +1,9 @@
 /* Writes the HDF5 inputs of tests/fuzz/regressions.sh: minimal files that reproduce what
  * the fuzz targets found (each case named after its finding in docs/fuzzing.md), so that
- * no binary file is committed. usage: make_regressions DIR */
+ * no binary file is committed.
+ *   make_regressions DIR                     the cases that need no model file
+ *   make_regressions model MODEL.h5 DIR      the model-file cases, each a copy of MODEL.h5
+ *                                            (written by atlasvi train) with one change */
 #include <hdf5.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -107,9 +110,50 @@ static void big_dense(hid_t loc, const char *name, hsize_t d0, hsize_t d1) {
     H5Sclose(s);
 }
 
+static void copy_file(const char *from, const char *name, char *to, size_t len) {
+    snprintf(to, len, "%s/%s", dir, name);
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    if (!a || !b) {
+        fprintf(stderr, "make_regressions: cannot copy %s to %s\n", from, to);
+        exit(1);
+    }
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0) fwrite(buf, 1, n, b);
+    fclose(a);
+    if (fclose(b)) exit(1);
+}
+
+/* A copy of the model file with dataset `name` replaced by a rows x cols float array. */
+static void model_with_array(const char *model, const char *out, const char *name, hsize_t rows,
+                             hsize_t cols) {
+    char p[4200];
+    copy_file(model, out, p, sizeof p);
+    hid_t f = H5Fopen(p, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0 || H5Ldelete(f, name, H5P_DEFAULT) < 0) {
+        fprintf(stderr, "make_regressions: %s: no %s\n", model, name);
+        exit(1);
+    }
+    hsize_t dims[2] = {rows, cols};
+    hid_t s = H5Screate_simple(2, dims, NULL);
+    hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Sclose(s);
+    H5Fclose(f);
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "model")) {
+        snprintf(dir, sizeof dir, "%s", argv[3]);
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        /* F7: history/elbo_train of 0 x 50 values: the history loop read 50 epochs from
+         * data[] (heap-buffer-overflow read, src/app_model.c) */
+        model_with_array(argv[2], "model_history_0rows.h5", "history/elbo_train", 0, 50);
+        model_with_array(argv[2], "model_history_other_0rows.h5", "history/kl_weight", 0, 50);
+        return 0;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: make_regressions DIR\n");
+        fprintf(stderr, "usage: make_regressions DIR | make_regressions model MODEL.h5 DIR\n");
         return 2;
     }
     snprintf(dir, sizeof dir, "%s", argv[1]);

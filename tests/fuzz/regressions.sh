@@ -4,11 +4,11 @@
 # replay build (tests/fuzz/replay_main.c). Passes when every target returns normally:
 # the readers may reject the input, but must not crash, abort, run out of memory or (in
 # the ATLASVI_SANITIZE and fuzz builds) trip a sanitizer.
-# usage: regressions.sh BIN_DIR WORK_DIR MAKE_REGRESSIONS SUFFIX
+# usage: regressions.sh BIN_DIR WORK_DIR MAKE_REGRESSIONS SUFFIX [ATLASVI]
 # SUFFIX: "_replay" (normal build: fuzz_mtx_replay, ...) or "" (fuzz build: libFuzzer
 # binaries, which run the files given to them once each).
 set -euo pipefail
-bin=$1 work=$2 gen=$3 sfx=${4-_replay}
+bin=$1 work=$2 gen=$3 sfx=${4-_replay} atlasvi=${5:-}
 rm -rf "$work"
 mkdir -p "$work"
 "$gen" "$work"
@@ -65,5 +65,20 @@ file_ tenx_shape_max.h5 fuzz_10x
 # overflowed (UBSan), io/input.c.
 file_ h5ad_dense_huge.h5ad fuzz_h5ad
 file_ loom_huge.loom fuzz_loom
+
+# Model-file cases: a copy of a tiny model written by atlasvi train, one change each.
+if [ -n "$atlasvi" ] && [ -x "$atlasvi" ]; then
+    ASAN_OPTIONS=detect_leaks=0 "$atlasvi" simulate "$work/sim.h5ad" --n-cells 16 --n-genes 8 \
+        --n-batches 2 >/dev/null
+    ASAN_OPTIONS=detect_leaks=0 "$atlasvi" train "$work/sim.h5ad" --n-hidden 4 --n-latent 2 \
+        --max-epochs 2 --model-out "$work/model.h5" >/dev/null 2>&1
+    "$gen" model "$work/model.h5" "$work"
+    # F7 fuzz_model (found reading the loader, reproduced with the target): a history
+    # array of 0 x 50 values was read as 50 epochs (heap-buffer-overflow read).
+    file_ model_history_0rows.h5 fuzz_model
+    file_ model_history_other_0rows.h5 fuzz_model
+else
+    echo "(model-file cases skipped: no atlasvi binary given)"
+fi
 
 exit $fail
