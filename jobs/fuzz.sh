@@ -132,7 +132,11 @@ triage() {
                 cut -c1-80 || true)
             ours=$(grep -E "^ +#[0-9]+ .* in .*$ROOT/(io|src|models|dist)/" <<<"$out" | head -1 |
                 sed -E "s|^ +#[0-9]+ 0x[0-9a-f]+ in ||; s|$ROOT/||" || true)
-            echo "$t $(basename "$f") | ${sum:-no crash on replay} | ${top:-?} | ${ours:-libhdf5 only}"
+            if [ -z "$sum" ]; then
+                echo "$t $(basename "$f") | no crash on replay (fixed)"
+            else
+                echo "$t $(basename "$f") | $sum | ${top:-?} | ${ours:-libhdf5 only}"
+            fi
         done
     done
 }
