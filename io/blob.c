@@ -280,6 +280,15 @@ typedef struct {
     int failed;
 } LoadCtx;
 
+/* Whether a dataset declares more elements (of elem_bytes in memory) than its storage can
+ * hold: a corrupt or crafted dataspace can declare any shape at no cost (HDF5 returns fill
+ * values for what is not stored), and the arrays are allocated from it. Compression is
+ * allowed for (deflate's ratio is at most about 1032:1), plus 1 MiB for small datasets. */
+static int declares_too_much(hid_t d, hsize_t n, size_t elem_bytes) {
+    double limit = 1100.0 * (double)H5Dget_storage_size(d) + (double)(1 << 20);
+    return (double)n * (double)elem_bytes > limit;
+}
+
 static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, void *op) {
     LoadCtx *c = op;
     H5O_info_t info;
@@ -300,8 +309,18 @@ static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, v
     int nd = H5Sget_simple_extent_ndims(s);
     hsize_t dims[2] = {0, 0};
     int rc = 0;
-    if (H5Tget_class(t) == H5T_FLOAT && nd == 2) {
-        H5Sget_simple_extent_dims(s, dims, NULL);
+    int is_array = H5Tget_class(t) == H5T_FLOAT && nd == 2;
+    int is_strings = H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0 && nd == 1;
+    if (is_array || is_strings) H5Sget_simple_extent_dims(s, dims, NULL);
+    /* 16 bytes per string: its global heap ID in the file */
+    if ((is_array && dims[1] && dims[0] > (hsize_t)INT64_MAX / dims[1]) ||
+        (is_array && declares_too_much(d, dims[0] * dims[1], sizeof(float))) ||
+        (is_strings && declares_too_much(d, dims[0], 16))) {
+        rc = av_err(c->err, "%s: '%s' declares %llu x %llu values but stores %llu bytes (corrupt?)",
+                    c->path, name, (unsigned long long)dims[0],
+                    (unsigned long long)(is_array ? dims[1] : 1),
+                    (unsigned long long)H5Dget_storage_size(d));
+    } else if (is_array) {
         float *data = av_malloc((size_t)(dims[0] * dims[1]) * sizeof(float));
         if (dims[0] * dims[1] > 0 &&
             H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
@@ -317,8 +336,7 @@ static herr_t load_item(hid_t root, const char *name, const H5L_info_t *linfo, v
             a->cols = (int64_t)dims[1];
             a->data = data;
         }
-    } else if (H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) > 0 && nd == 1) {
-        H5Sget_simple_extent_dims(s, dims, NULL);
+    } else if (is_strings) {
         hid_t mt = out_vlen_str_type();
         char **raw = av_calloc((size_t)dims[0], sizeof *raw);
         if (dims[0] > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) {

@@ -134,10 +134,16 @@ static void model_with_array(const char *model, const char *out, const char *nam
         fprintf(stderr, "make_regressions: %s: no %s\n", model, name);
         exit(1);
     }
-    hsize_t dims[2] = {rows, cols};
-    hid_t s = H5Screate_simple(2, dims, NULL);
-    hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t dims[2] = {rows, cols}, chunk[2] = {1, 1};
+    hid_t s = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (rows * cols > 1024) H5Pset_chunk(dcpl, 2, chunk); /* declared, nothing stored */
+    hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (d < 0) {
+        fprintf(stderr, "make_regressions: cannot create %s\n", name);
+        exit(1);
+    }
     H5Dclose(d);
+    H5Pclose(dcpl);
     H5Sclose(s);
     H5Fclose(f);
 }
@@ -150,6 +156,11 @@ int main(int argc, char **argv) {
          * data[] (heap-buffer-overflow read, src/app_model.c) */
         model_with_array(argv[2], "model_history_0rows.h5", "history/elbo_train", 0, 50);
         model_with_array(argv[2], "model_history_other_0rows.h5", "history/kl_weight", 0, 50);
+        /* F8: an array declaring 2^40 x 2^20 values, nothing stored: load_item allocated
+         * them (4 EB: allocation-size-too-big; "out of memory" exit in atlasvi), io/blob.c */
+        model_with_array(argv[2], "model_array_huge.h5", "history/kl_weight", (hsize_t)1 << 40,
+                         (hsize_t)1 << 20);
+        model_with_array(argv[2], "model_array_2e9.h5", "history/kl_weight", 1, (hsize_t)2 << 30);
         return 0;
     }
     if (argc != 2) {

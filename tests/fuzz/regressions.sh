@@ -77,6 +77,10 @@ if [ -n "$atlasvi" ] && [ -x "$atlasvi" ]; then
     # array of 0 x 50 values was read as 50 epochs (heap-buffer-overflow read).
     file_ model_history_0rows.h5 fuzz_model
     file_ model_history_other_0rows.h5 fuzz_model
+    # F8 fuzz_model: a float array declaring far more values than the file stores was
+    # allocated from its declared shape (allocation-size-too-big / out of memory).
+    file_ model_array_huge.h5 fuzz_model
+    file_ model_array_2e9.h5 fuzz_model
 else
     echo "(model-file cases skipped: no atlasvi binary given)"
 fi
