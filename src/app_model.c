@@ -187,6 +187,11 @@ static int load_tensor(const AvBlob *b, const char *group, const AvTensor *t, fl
 int av_model_load(const char *path, AvScvi *m, AvSetup *s, AvOptState *st, AvHistory *h,
                   int64_t max_batch, char *err) {
     AvBlob b = {0};
+    /* the outputs are freed on failure, whatever the callers passed in (cmd_export's
+     * setup was uninitialised: a model file with a bad array freed stack garbage) */
+    if (s) memset(s, 0, sizeof *s);
+    if (st) memset(st, 0, sizeof *st);
+    if (h) memset(h, 0, sizeof *h);
     if (av_blob_load(path, &b, err)) return -1;
     const char *fmt = av_blob_attr(&b, "format");
     if (!fmt || strcmp(fmt, MODEL_FORMAT)) {

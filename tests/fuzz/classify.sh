@@ -16,7 +16,7 @@ fi
 # innermost frame that is not the sanitizer/libFuzzer runtime or libc
 top=$(grep -E "^ +#[0-9]+ 0x" "$log" |
     grep -vE " in (__interceptor_|__asan|__sanitizer|__ubsan|__lsan|fuzzer::|malloc|calloc|realloc|free|operator|__libc|__GI_|raise|abort|__memcpy|__memmove|memcpy|memmove|memset|strlen|strdup|__strdup|printf|vsnprintf)" |
-    grep -vE "compiler-rt|libFuzzer|sanitizer_common" | head -1 |
+    grep -vE "compiler-rt|libFuzzer|sanitizer_common|libc\.so|libstdc\+\+" | head -1 |
     sed -E 's/^ +#[0-9]+ 0x[0-9a-f]+ in //' | cut -c1-110)
 ours=$(grep -E "^ +#[0-9]+ .* in .*$root/(io|src|models|dist)/" "$log" | head -1 |
     sed -E "s|^ +#[0-9]+ 0x[0-9a-f]+ in ||; s|$root/||" | cut -c1-110)

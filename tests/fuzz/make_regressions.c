@@ -161,6 +161,11 @@ int main(int argc, char **argv) {
         model_with_array(argv[2], "model_array_huge.h5", "history/kl_weight", (hsize_t)1 << 40,
                          (hsize_t)1 << 20);
         model_with_array(argv[2], "model_array_2e9.h5", "history/kl_weight", 1, (hsize_t)2 << 30);
+        /* F9: a weight of the wrong shape: av_model_load's failure path freed the setup and
+         * optimiser state it had not initialised (SEGV in av_setup_free; `atlasvi export`
+         * passes an uninitialised setup) */
+        model_with_array(argv[2], "model_bad_weight.h5",
+                         "params/decoder.px_decoder.fc_layers.Layer 0.0.bias", 1, 3);
         return 0;
     }
     if (argc != 2) {

@@ -81,6 +81,21 @@ if [ -n "$atlasvi" ] && [ -x "$atlasvi" ]; then
     # allocated from its declared shape (allocation-size-too-big / out of memory).
     file_ model_array_huge.h5 fuzz_model
     file_ model_array_2e9.h5 fuzz_model
+    # F9 fuzz_model: a weight of the wrong shape: the loader's failure path freed the
+    # setup it had not initialised (SEGV in av_setup_free); atlasvi export passes an
+    # uninitialised one, so the command itself must fail cleanly too.
+    file_ model_bad_weight.h5 fuzz_model
+    if ASAN_OPTIONS=detect_leaks=0 "$atlasvi" export "$work/model_bad_weight.h5" "$work/exp" \
+        >"$work/export.log" 2>&1; then
+        echo "FAIL export of model_bad_weight.h5 succeeded"
+        fail=1
+    elif grep -q "expected" "$work/export.log"; then
+        echo "ok   model_bad_weight.h5 (atlasvi export: $(grep -m1 -o "has .* expected .*" "$work/export.log"))"
+    else
+        echo "FAIL model_bad_weight.h5 (atlasvi export):"
+        tail -5 "$work/export.log"
+        fail=1
+    fi
 else
     echo "(model-file cases skipped: no atlasvi binary given)"
 fi
