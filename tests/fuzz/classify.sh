@@ -24,4 +24,9 @@ class=atlasvi
 if grep -q "libhdf5" <<<"$top" && ! grep -qE "runtime error: .*$root/|fuzz: .* left" <<<"$sum"; then
     class=libhdf5
 fi
+# an RSS-limit OOM prints the largest live allocations, not a stack: libhdf5's when any
+# of them comes from it and none from atlasvi's code
+if grep -q "out-of-memory (used:" <<<"$sum" && grep -q "libhdf5" "$log" && [ -z "$ours" ]; then
+    class=libhdf5
+fi
 echo "$class | $sum | ${top:-?} | ${ours:--}"
