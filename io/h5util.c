@@ -520,7 +520,11 @@ static int read_categories(hid_t dset, int64_t *n, char ***out) {
 static int read_codes(hid_t dset, int64_t n, int32_t **codes) {
     int64_t d[2];
     int r = h5u_dims(dset, d);
-    if (r < 1 || d[0] * (r == 2 ? d[1] : 1) != n) return -1;
+    /* n codes as (n), (n, 1) or (1, n); no product (d[0] * d[1] overflowed for crafted dims) */
+    int ok = r == 1 ? d[0] == n
+                    : r == 2 && ((d[0] == n && d[1] == 1) || (d[0] == 1 && d[1] == n) ||
+                                 (n == 0 && (d[0] == 0 || d[1] == 0)));
+    if (!ok) return -1;
     *codes = av_malloc((size_t)(n ? n : 1) * sizeof(int32_t));
     if (n && H5Dread(dset, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, *codes) < 0) {
         free(*codes);

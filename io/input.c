@@ -16,6 +16,20 @@
 
 #define BLOCK_ELEMS ((int64_t)1 << 22) /* values per read when scanning */
 
+/* Shapes a file may declare (any shape fits in a few bytes: a chunked dataset with no chunk
+ * written, a `shape` attribute): cells up to 2^40, features up to INT32_MAX (column indices
+ * are int32). Beyond that, n + 1 and n_obs * n_vars would overflow. */
+#define MAX_CELLS ((int64_t)1 << 40)
+static int bad_shape(int64_t n_obs, int64_t n_vars) {
+    return n_obs < 0 || n_vars < 0 || n_obs > MAX_CELLS || n_vars > INT32_MAX;
+}
+static int shape_err(AvInput *in, const char *what, int64_t n_obs, int64_t n_vars, char *err) {
+    return av_err(err,
+                  "%s: /%s: shape %lld cells x %lld features is negative or too large (at most "
+                  "2^40 x 2^31-1)",
+                  in->path, what, (long long)n_obs, (long long)n_vars);
+}
+
 const char *av_format_name(AvFormat f) {
     switch (f) {
     case AV_FMT_H5AD:
@@ -297,6 +311,8 @@ static int open_h5ad(AvInput *in, const char *layer, char *err) {
         else if (ns != 2 || shape[0] < 0 || shape[1] < 0)
             rc = av_err(err, "%s: /%s: missing or bad 'shape' attribute (expected 2 integers)",
                         in->path, mp);
+        else if (bad_shape(shape[0], shape[1]))
+            rc = shape_err(in, mp, shape[0], shape[1], err);
         free(enc);
         free(legacy);
         if (rc) return rc;
@@ -341,6 +357,7 @@ static int open_h5ad(AvInput *in, const char *layer, char *err) {
         H5Tclose(t);
         if (c != H5T_INTEGER && c != H5T_FLOAT)
             return av_err(err, "%s: /%s: expected a numeric matrix", in->path, mp);
+        if (bad_shape(dims[0], dims[1])) return shape_err(in, mp, dims[0], dims[1], err);
         in->n_obs = dims[0];
         in->n_vars = dims[1];
         m->st = AV_ST_DENSE;
@@ -444,6 +461,7 @@ static int open_10x(AvInput *in, const char *layer, int v3, char *err) {
     free(p);
     if (rc) return rc;
     int64_t nf = shape[0], nb = shape[1];
+    if (bad_shape(nb, nf)) return shape_err(in, G, nb, nf, err);
     int64_t nd = dset_len(m->d_data), ni = dset_len(m->d_indices), np = dset_len(m->d_indptr);
     if (nd < 0 || nd != ni)
         return av_err(err, "%s: /%s/data and /%s/indices differ in length", in->path, G, G);
@@ -574,6 +592,7 @@ static int open_loom(AvInput *in, const char *layer, char *err) {
     if (h5u_dims(m->d_dense, dims) != 2)
         return av_err(err, "%s: /%s: expected a 2-D genes x cells matrix", in->path,
                       in->matrix_name);
+    if (bad_shape(dims[1], dims[0])) return shape_err(in, in->matrix_name, dims[1], dims[0], err);
     in->n_vars = dims[0];
     in->n_obs = dims[1];
     m->st = AV_ST_DENSE_T;
@@ -1110,11 +1129,15 @@ int av_input_read_indptr(AvInput *in, int64_t *indptr, char *err) {
         if (h5u_read_slab(m->d_indptr, H5T_NATIVE_INT64, 0, n + 1, indptr))
             return read_err(in, what, err);
         int64_t z0 = indptr[0];
-        for (int64_t r = 0; r <= n; r++) indptr[r] -= z0;
         for (int64_t r = 0; r < n; r++)
             if (indptr[r + 1] < indptr[r])
                 return av_err(err, "%s: %s decreases at row %lld", in->path, what,
                               (long long)(r + 1));
+        /* as rows_csr: checked before rebasing (a crafted indptr[0] near INT64_MIN overflowed) */
+        if (z0 < 0 || indptr[n] > m->nnz_stored)
+            return av_err(err, "%s: %s points outside [0, %lld]", in->path, what,
+                          (long long)m->nnz_stored);
+        for (int64_t r = 0; r <= n; r++) indptr[r] -= z0;
         if (!m->col_map) return 0;
         /* 10x with a feature filter: count kept features per cell, a block of rows at a time. */
         int32_t *bi = NULL;

@@ -258,7 +258,7 @@ static void normalize(AvCsr *m, const int32_t *col_map, int64_t n_cols) {
             int32_t c = col_map ? col_map[m->indices[k]] : m->indices[k];
             if (c >= 0) tmp[len++] = (Entry){c, m->data[k]};
         }
-        qsort(tmp, (size_t)len, sizeof *tmp, entry_cmp);
+        if (len > 1) qsort(tmp, (size_t)len, sizeof *tmp, entry_cmp); /* tmp may be NULL */
         m->indptr[r] = w;
         int64_t start = w;
         for (int64_t k = 0; k < len; k++) {

@@ -438,6 +438,8 @@ static int validate_model_file(const AvBlob *b, const char *path, AvScviConfig *
 int av_model_load(const char *path, AvScvi *m, AvSetup *s, AvOptState *st, AvHistory *h,
                   int64_t max_batch, char *err) {
     AvBlob b = {0};
+    /* the outputs are freed on failure, whatever the callers passed in (cmd_export's
+     * setup was uninitialised: a model file with a bad array freed stack garbage) */
     if (s) memset(s, 0, sizeof *s);
     if (st) memset(st, 0, sizeof *st);
     if (h) memset(h, 0, sizeof *h);

@@ -18,8 +18,19 @@ AvIsa av_isa_best(void) {
 #ifdef AV_ISA_X86
     __builtin_cpu_init();
     /* the levels the kernels are compiled for, as the compiler defines them */
+#if defined(__clang__) && __clang_major__ < 16
+    /* older clang knows no level names here: the levels' vector features instead */
+    int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+    int v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vl");
+    if (v4) return AV_ISA_AVX512;
+    if (v3) return AV_ISA_AVX2;
+#else
     if (__builtin_cpu_supports("x86-64-v4")) return AV_ISA_AVX512;
     if (__builtin_cpu_supports("x86-64-v3")) return AV_ISA_AVX2;
+#endif
 #endif
     return AV_ISA_GENERIC;
 }
