@@ -31,6 +31,7 @@ void av_graph_free(AvGraph *g) {
     free(g->param_v);
     free(g->param_g);
     for (int i = 0; i < g->n_blocks; i++) free(g->blocks[i]);
+    free(g->blocks);
     memset(g, 0, sizeof *g);
 }
 
@@ -38,8 +39,10 @@ void av_graph_free(AvGraph *g) {
 void *av_arena_alloc(AvGraph *g, size_t bytes) {
     bytes = (bytes + 63) & ~(size_t)63;
     if (g->n_blocks == 0 || g->block_used + bytes > g->block_size) {
-        /* a fixed table of blocks keeps pointers stable; 64 blocks is far beyond scVI */
-        if (g->n_blocks == 64) abort();
+        if (g->n_blocks == g->cap_blocks) { /* only the table moves, never a block */
+            g->cap_blocks = g->cap_blocks ? 2 * g->cap_blocks : 16;
+            g->blocks = av_realloc(g->blocks, sizeof(char *) * (size_t)g->cap_blocks);
+        }
         /* an oversized request gets a block of its own, used whole */
         g->blocks[g->n_blocks++] =
             av_calloc_aligned(1, bytes > g->block_size ? bytes : g->block_size);

@@ -106,9 +106,10 @@ typedef struct {
     int n_nodes, cap_nodes;
     AvNode *nodes;
     int64_t max_batch;
-    /* arena: blocks that never move, filled while the graph is built */
-    int n_blocks;
-    char *blocks[64];
+    /* arena: blocks that never move, filled while the graph is built; the table of
+     * block pointers grows, the blocks themselves stay put */
+    int n_blocks, cap_blocks;
+    char **blocks;
     size_t block_size, block_used;
     int n_acts;
     AvTensor **acts;   /* activations (their gradients are zeroed or assigned each step) */
