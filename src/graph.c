@@ -181,8 +181,8 @@ static void plan_grads(AvGraph *g) {
     AvTensor *seen[4 * 256];
     int uses[4 * 256], n_seen = 0;
     for (int i = 0; i < g->n_nodes; i++)
-        for (int s = 0; s < 4; s++) {
-            AvTensor *t = g->nodes[i].in[s];
+        for (int s = 0; s < av_node_n_in(&g->nodes[i]); s++) {
+            AvTensor *t = av_node_in(&g->nodes[i], s);
             if (!t) continue;
             int k = 0;
             while (k < n_seen && seen[k] != t) k++;
@@ -195,8 +195,8 @@ static void plan_grads(AvGraph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         AvNode *nd = &g->nodes[i];
         if (!nd->out->g) continue; /* its backward does not run */
-        for (int s = 0; s < 4; s++) {
-            AvTensor *t = nd->in[s];
+        for (int s = 0; s < av_node_n_in(nd); s++) {
+            AvTensor *t = av_node_in(nd, s);
             if (!t || !t->g || !av_node_assigns(nd, s)) continue;
             int k = 0;
             while (seen[k] != t) k++;

@@ -11,6 +11,8 @@
 #endif
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "src/isa.h"
@@ -161,19 +163,33 @@ AvTensor *av_op_count_nll(AvGraph *g, AvTensor *rho, AvTensor *log_lib, AvTensor
     return nd->out;
 }
 
+/* A model that asks for too many terms is a programming error: stop with a message
+ * rather than write past the weights and the per-step sums. */
+_Static_assert(AV_MAX_LOSS_TERMS <= 32, "a loss term's assign flag is a bit of AvNode.assign");
+
+static void check_loss_term(int term, const char *what) {
+    if (term >= 0 && term < AV_MAX_LOSS_TERMS) return;
+    fprintf(stderr, "atlasvi: error: %s: loss term %d outside 0..%d (AV_MAX_LOSS_TERMS)\n", what,
+            term, AV_MAX_LOSS_TERMS - 1);
+    abort();
+}
+
 AvTensor *av_op_loss(AvGraph *g, int n_terms, AvTensor **terms, const float *w) {
+    if (n_terms > 0) check_loss_term(n_terms - 1, "av_op_loss");
     AvNode *nd = av_node(g, AV_OP_LOSS);
+    nd->n_terms = n_terms;
+    nd->terms = av_arena_alloc(g, sizeof(AvTensor *) * (size_t)(n_terms > 0 ? n_terms : 1));
     for (int t = 0; t < n_terms; t++) {
-        nd->in[t] = terms[t];
+        nd->terms[t] = terms[t];
         nd->w[t] = w[t];
     }
-    nd->code_col = n_terms;
     nd->out = av_act(g, 1, 1, 0, 1);
     g->loss = nd->out;
     return nd->out;
 }
 
 void av_loss_set_weight(AvGraph *g, int term, float w) {
+    check_loss_term(term, "av_loss_set_weight");
     for (int i = 0; i < g->n_nodes; i++)
         if (g->nodes[i].kind == AV_OP_LOSS) g->nodes[i].w[term] = w;
 }
@@ -517,10 +533,9 @@ static void kl_forward(AvGraph *g, AvNode *nd, int backward) {
 }
 
 static void loss_forward(AvGraph *g, AvNode *nd, int backward) {
-    int nt = nd->code_col;
     double ng = (double)g->batch->n_global, total = 0;
-    for (int t = 0; t < nt; t++) {
-        AvTensor *x = nd->in[t];
+    for (int t = 0; t < nd->n_terms; t++) {
+        AvTensor *x = nd->terms[t];
         double s = 0;
         for (int64_t i = 0; i < g->n; i++) {
             if (backward) {

@@ -1,9 +1,14 @@
 /* The core's size limits: each test builds a graph past a limit that the core once had
  * (a fixed table or a fixed-width key) and checks that it still gives the right result.
  * Run as `test_core_limits NAME`, one CTest test per limit. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "src/ops_impl.h"
 
@@ -43,11 +48,95 @@ static void arena_many_blocks(void) {
     av_graph_free(&g);
 }
 
+/* A small batch of dense inputs [N, 2]: cells 0..N of a global minibatch of 2N. */
+enum { N = 5 };
+static int64_t cell_ids[N];
+static float cont_in[N * 2];
+static AvBatch dense_batch(void) {
+    for (int i = 0; i < N; i++) {
+        cell_ids[i] = 7 + 3 * i;
+        cont_in[2 * i] = 0.25f * (float)(i + 1);
+        cont_in[2 * i + 1] = 1.0f - 0.3f * (float)i;
+    }
+    AvBatch b = {.n = N, .n_global = 2 * N, .cell = cell_ids, .n_cont = 2, .cont = cont_in};
+    return b;
+}
+
+/* The loss node kept its terms in the four input slots: a fifth was written past them.
+ * Six linear terms t_k = x w_k + b_k with weights k + 1 check the value, the per-term
+ * sums and every term's gradient. */
+static void loss_many_terms(void) {
+    enum { T = 6 };
+    AvGraph g;
+    av_graph_init(&g, N, 1);
+    AvTensor *wt[T], *b[T], *terms[T];
+    float w[T];
+    for (int k = 0; k < T; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "w%d", k);
+        wt[k] = av_param(&g, name, 2, 1);
+        snprintf(name, sizeof name, "b%d", k);
+        b[k] = av_param(&g, name, 1, 1);
+    }
+    av_graph_alloc_params(&g);
+    AvTensor *x = av_op_cont_input(&g, 2);
+    for (int k = 0; k < T; k++) {
+        wt[k]->v[0] = 0.1f * (float)(k + 1);
+        wt[k]->v[1] = -0.2f;
+        b[k]->v[0] = 0.5f * (float)k;
+        w[k] = (float)(k + 1);
+        terms[k] = av_op_linear(&g, 0, x, NULL, wt[k], b[k], 0, NULL, NULL);
+    }
+    AvTensor *loss = av_op_loss(&g, T, terms, w);
+    AvBatch bt = dense_batch();
+    av_graph_forward(&g, &bt);
+    av_graph_backward(&g);
+    double sx0 = 0, sx1 = 0, total = 0;
+    for (int i = 0; i < N; i++) sx0 += cont_in[2 * i], sx1 += cont_in[2 * i + 1];
+    for (int k = 0; k < T; k++) {
+        double s = wt[k]->v[0] * sx0 + wt[k]->v[1] * sx1 + N * b[k]->v[0];
+        total += w[k] * s;
+        EXPECT(fabs(g.loss_terms[k] - s) < 1e-5, "term %d sums to %g, want %g", k, g.loss_terms[k],
+               s);
+        double gb = w[k] * N / (2.0 * N), gw0 = w[k] * sx0 / (2.0 * N);
+        EXPECT(fabs(b[k]->g[0] - gb) < 1e-5, "d loss / d b%d = %g, want %g", k, b[k]->g[0], gb);
+        EXPECT(fabs(wt[k]->g[0] - gw0) < 1e-5, "d loss / d w%d = %g, want %g", k, wt[k]->g[0], gw0);
+    }
+    EXPECT(fabs(loss->v[0] - total / (2.0 * N)) < 1e-5, "loss %g, want %g", loss->v[0],
+           total / (2.0 * N));
+    av_graph_free(&g);
+}
+
+/* More terms than AV_MAX_LOSS_TERMS stop the program (SIGABRT, with a message) instead
+ * of overrunning the weights: run in a child process. */
+static void loss_too_many_terms(void) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        AvGraph g;
+        av_graph_init(&g, N, 1);
+        AvTensor *terms[AV_MAX_LOSS_TERMS + 1];
+        float w[AV_MAX_LOSS_TERMS + 1] = {0};
+        for (int k = 0; k <= AV_MAX_LOSS_TERMS; k++) terms[k] = av_op_cont_input(&g, 1);
+        av_op_loss(&g, AV_MAX_LOSS_TERMS + 1, terms, w);
+        _exit(0); /* not reached when the limit is checked */
+    }
+    int st = 0;
+    EXPECT(pid > 0 && waitpid(pid, &st, 0) == pid, "fork or wait failed");
+    EXPECT(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "%d loss terms did not abort (status %d)",
+           AV_MAX_LOSS_TERMS + 1, st);
+}
+
+static void loss_terms(void) {
+    loss_many_terms();
+    loss_too_many_terms();
+}
+
 int main(int argc, char **argv) {
     static const struct {
         const char *name;
         void (*run)(void);
-    } tests[] = {{"arena", arena_many_blocks}};
+    } tests[] = {{"arena", arena_many_blocks}, {"loss_terms", loss_terms}};
     int ran = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
         if (argc < 2 || !strcmp(argv[1], tests[i].name)) {
