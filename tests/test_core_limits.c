@@ -132,11 +132,56 @@ static void loss_terms(void) {
     loss_too_many_terms();
 }
 
+/* Gradient planning once kept 1024 distinct input tensors, then gave up and re-planned
+ * (zeroing every gradient) on every backward. y = relu^R(x W + b) with positive y reads
+ * R + 3 tensors: the plan must be made once, let each relu assign its input's gradient,
+ * and give d sum(y) / d b = N and d / d W = column sums of x, on every backward. */
+static void grad_plan_many_tensors(void) {
+    enum { R = 1500, C = 3 };
+    AvGraph g;
+    av_graph_init(&g, N, 1);
+    AvTensor *wt = av_param(&g, "w", 2, C), *b = av_param(&g, "b", 1, C);
+    av_graph_alloc_params(&g);
+    for (int k = 0; k < 2 * C; k++) wt->v[k] = 0.1f;
+    for (int j = 0; j < C; j++) b->v[j] = 1.0f;
+    AvTensor *x = av_op_cont_input(&g, 2);
+    AvTensor *y = av_op_linear(&g, 0, x, NULL, wt, b, 0, NULL, NULL), *t = y, *mid = NULL;
+    for (int r = 0; r < R; r++) {
+        if (r == R / 2) mid = t; /* read by the relu at node r + 2 */
+        t = av_op_relu(&g, t);
+    }
+    AvBatch bt = dense_batch();
+    float ones[N * C];
+    for (int k = 0; k < N * C; k++) ones[k] = 1.0f;
+    for (int pass = 0; pass < 2; pass++) {
+        av_graph_forward(&g, &bt);
+        av_graph_backward_from(&g, t, ones);
+        EXPECT(g.grads_planned, "backward %d: no gradient plan for %d tensors", pass, R + 3);
+        EXPECT(y->grad_writer == 2 && mid->grad_writer == R / 2 + 2,
+               "backward %d: writers %d and %d, want 2 and %d", pass, y->grad_writer,
+               mid->grad_writer, R / 2 + 2);
+        for (int j = 0; j < C; j++) {
+            EXPECT(b->g[j] == (float)N, "backward %d: d / d b[%d] = %g, want %d", pass, j, b->g[j],
+                   N);
+            for (int c = 0; c < 2; c++) {
+                double want = 0;
+                for (int i = 0; i < N; i++) want += cont_in[2 * i + c];
+                EXPECT(fabs(wt->g[c * C + j] - want) < 1e-5,
+                       "backward %d: d / d w[%d,%d] = %g, want %g", pass, c, j, wt->g[c * C + j],
+                       want);
+            }
+        }
+    }
+    av_graph_free(&g);
+}
+
 int main(int argc, char **argv) {
     static const struct {
         const char *name;
         void (*run)(void);
-    } tests[] = {{"arena", arena_many_blocks}, {"loss_terms", loss_terms}};
+    } tests[] = {{"arena", arena_many_blocks},
+                 {"loss_terms", loss_terms},
+                 {"grad_plan", grad_plan_many_tensors}};
     int ran = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
         if (argc < 2 || !strcmp(argv[1], tests[i].name)) {
