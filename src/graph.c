@@ -148,7 +148,11 @@ AvNode *av_node(AvGraph *g, AvOpKind kind) {
     AvNode *nd = &g->nodes[g->n_nodes];
     memset(nd, 0, sizeof *nd);
     nd->kind = kind;
+    /* word 3 of a draw keeps only the low 12 bits of the stream, so streams of nodes 256
+     * apart agree there; the node id's higher bits go into the top of word 1 (the cell
+     * index's high half) and are 0 below node 256, where the keys stay what they were */
     nd->stream = AV_STREAM_NOISE + 16 * (g->n_nodes + 1);
+    nd->stream_hi = ((uint32_t)g->n_nodes >> 8) << 16;
     g->n_nodes++;
     return nd;
 }

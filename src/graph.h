@@ -78,9 +78,10 @@ typedef struct {
     int lik, disp, code_col;
     float f0; /* dropout p, eps, bn eps, bn momentum ... */
     float f1;
-    int stream;  /* RNG stream of this node */
-    float *aux;  /* saved forward state (bn mean/istd, dropout mask, noise ...) */
-    float *aux2; /* more saved state */
+    int stream;         /* RNG stream of this node (Philox counter word 3) */
+    uint32_t stream_hi; /* its node id / 256 << 16, xored into word 1 (ops.c node_draw) */
+    float *aux;         /* saved forward state (bn mean/istd, dropout mask, noise ...) */
+    float *aux2;        /* more saved state */
     /* loss: its terms (in the arena; in[] has room for four) and their weights */
     int n_terms;
     AvTensor **terms;

@@ -6,7 +6,7 @@ av_test(test_mathx test_mathx.c av_core)
 # one program, one CTest test per limit.
 add_executable(test_core_limits test_core_limits.c)
 target_link_libraries(test_core_limits PRIVATE av_core)
-foreach(limit arena loss_terms grad_plan)
+foreach(limit arena loss_terms grad_plan rng_streams)
   add_test(NAME core_limits_${limit} COMMAND test_core_limits ${limit})
   set_tests_properties(core_limits_${limit} PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
 endforeach()

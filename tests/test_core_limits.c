@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "src/ops_impl.h"
+#include "src/rng.h"
 
 static int failures = 0;
 
@@ -175,13 +176,60 @@ static void grad_plan_many_tensors(void) {
     av_graph_free(&g);
 }
 
+/* Dropout and noise streams were keyed by AV_STREAM_NOISE + 16 (node + 1) shifted into
+ * the top 12 bits of one counter word, so nodes 256 apart drew the same numbers. Here 300
+ * dropouts (nodes 1..300) and 257 reparameterisations (nodes 301..557) of one input. */
+enum { WIDE = 64, N_DROP = 300, N_NOISE = 257 };
+static float wide_in[N * WIDE];
+
+/* The mask the keys of before gave dropout node `node` (cell high words are 0 here). */
+static int mask_as_before(const AvGraph *g, int node, const float *mask, float p) {
+    uint32_t stream = AV_STREAM_NOISE + 16 * (uint32_t)(node + 1);
+    float keep = 1.0f / (1.0f - p);
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < WIDE; j += 4) {
+            AvRng4 r = av_philox(g->seed, (uint32_t)cell_ids[i], 0, (uint32_t)g->step,
+                                 (stream << 20) | (uint32_t)(j >> 2));
+            for (int q = 0; q < 4; q++)
+                if (mask[i * WIDE + j + q] != (av_u01(r.v[q]) < p ? 0.0f : keep)) return 0;
+        }
+    return 1;
+}
+
+static void rng_streams(void) {
+    const float p = 0.5f;
+    AvGraph g;
+    av_graph_init(&g, N, 20261204);
+    g.step = 3;
+    AvTensor *x = av_op_cont_input(&g, WIDE), *z[N_NOISE];
+    for (int k = 0; k < N_DROP; k++) av_op_dropout(&g, x, p);
+    for (int k = 0; k < N_NOISE; k++) z[k] = av_op_reparam(&g, x, x);
+    AvBatch bt = dense_batch();
+    for (int k = 0; k < N * WIDE; k++) wide_in[k] = 0.5f + 0.01f * (float)k;
+    bt.n_cont = WIDE;
+    bt.cont = wide_in;
+    av_graph_forward(&g, &bt);
+    /* below node 256 the keys are today's: scVI's random streams do not change */
+    EXPECT(mask_as_before(&g, 1, av_dropout_mask(&g, 0), p), "dropout at node 1 changed its keys");
+    EXPECT(mask_as_before(&g, 255, av_dropout_mask(&g, 254), p),
+           "dropout at node 255 changed its keys");
+    size_t bytes = sizeof(float) * N * WIDE;
+    for (int k = 0; k + 256 < N_DROP; k++)
+        EXPECT(memcmp(av_dropout_mask(&g, k), av_dropout_mask(&g, k + 256), bytes),
+               "dropouts at nodes %d and %d drew the same mask", k + 1, k + 257);
+    EXPECT(memcmp(av_noise_of(&g, z[0]), av_noise_of(&g, z[256]), bytes),
+           "noise at nodes %d and %d is the same", N_DROP + 1, N_DROP + 257);
+    av_graph_free(&g);
+}
+
 int main(int argc, char **argv) {
     static const struct {
         const char *name;
         void (*run)(void);
     } tests[] = {{"arena", arena_many_blocks},
                  {"loss_terms", loss_terms},
-                 {"grad_plan", grad_plan_many_tensors}};
+                 {"grad_plan", grad_plan_many_tensors},
+                 {"rng_streams", rng_streams}};
     int ran = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++)
         if (argc < 2 || !strcmp(argv[1], tests[i].name)) {
