@@ -31,6 +31,7 @@ void av_graph_free(AvGraph *g) {
     free(g->param_v);
     free(g->param_g);
     for (int i = 0; i < g->n_blocks; i++) free(g->blocks[i]);
+    free(g->blocks);
     memset(g, 0, sizeof *g);
 }
 
@@ -38,8 +39,10 @@ void av_graph_free(AvGraph *g) {
 void *av_arena_alloc(AvGraph *g, size_t bytes) {
     bytes = (bytes + 63) & ~(size_t)63;
     if (g->n_blocks == 0 || g->block_used + bytes > g->block_size) {
-        /* a fixed table of blocks keeps pointers stable; 64 blocks is far beyond scVI */
-        if (g->n_blocks == 64) abort();
+        if (g->n_blocks == g->cap_blocks) { /* only the table moves, never a block */
+            g->cap_blocks = g->cap_blocks ? 2 * g->cap_blocks : 16;
+            g->blocks = av_realloc(g->blocks, sizeof(char *) * (size_t)g->cap_blocks);
+        }
         /* an oversized request gets a block of its own, used whole */
         g->blocks[g->n_blocks++] =
             av_calloc_aligned(1, bytes > g->block_size ? bytes : g->block_size);
@@ -145,7 +148,11 @@ AvNode *av_node(AvGraph *g, AvOpKind kind) {
     AvNode *nd = &g->nodes[g->n_nodes];
     memset(nd, 0, sizeof *nd);
     nd->kind = kind;
+    /* word 3 of a draw keeps only the low 12 bits of the stream, so streams of nodes 256
+     * apart agree there; the node id's higher bits go into the top of word 1 (the cell
+     * index's high half) and are 0 below node 256, where the keys stay what they were */
     nd->stream = AV_STREAM_NOISE + 16 * (g->n_nodes + 1);
+    nd->stream_hi = ((uint32_t)g->n_nodes >> 8) << 16;
     g->n_nodes++;
     return nd;
 }
@@ -171,37 +178,56 @@ void av_graph_forward_until(AvGraph *g, const AvBatch *batch, const AvTensor *un
     }
 }
 
+static int cmp_tensor_ptr(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t) * (AvTensor *const *)a, y = (uintptr_t) * (AvTensor *const *)b;
+    return (x > y) - (x < y);
+}
+
+/* Every input slot of every node, sorted by tensor, so that a tensor's uses are one run. */
+static int64_t sorted_inputs(const AvGraph *g, AvTensor ***out) {
+    int64_t n = 0;
+    for (int i = 0; i < g->n_nodes; i++) n += av_node_n_in(&g->nodes[i]);
+    AvTensor **in = av_malloc(sizeof *in * (size_t)(n ? n : 1));
+    n = 0;
+    for (int i = 0; i < g->n_nodes; i++)
+        for (int s = 0; s < av_node_n_in(&g->nodes[i]); s++)
+            if (av_node_in(&g->nodes[i], s)) in[n++] = av_node_in(&g->nodes[i], s);
+    qsort(in, (size_t)n, sizeof *in, cmp_tensor_ptr);
+    *out = in;
+    return n;
+}
+
+/* Whether t occurs exactly once in the sorted list (it occurs at least once). */
+static int used_once(AvTensor *const *in, int64_t n, const AvTensor *t) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) { /* first entry >= t */
+        int64_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)in[mid] < (uintptr_t)t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo + 1 == n || in[lo + 1] != t;
+}
+
 /* Gradients that one op writes whole need no zeroing: the tensor's only consumer
  * assigns them (ops.c's av_node_assigns says which op slots can). Counting uses over all
- * nodes' inputs keeps a tensor read twice (even by one node) accumulating. */
+ * nodes' inputs keeps a tensor read twice (even by one node) accumulating. Sorting makes
+ * this O(n log n) in the inputs, with no size limit, once per graph. */
 static void plan_grads(AvGraph *g) {
-    AvTensor *seen[4 * 256];
-    int uses[4 * 256], n_seen = 0;
-    for (int i = 0; i < g->n_nodes; i++)
-        for (int s = 0; s < 4; s++) {
-            AvTensor *t = g->nodes[i].in[s];
-            if (!t) continue;
-            int k = 0;
-            while (k < n_seen && seen[k] != t) k++;
-            if (k == n_seen) {
-                if (n_seen == 4 * 256) return; /* far beyond any model: keep zeroing all */
-                seen[n_seen] = t, uses[n_seen++] = 0;
-            }
-            uses[k]++;
-        }
+    AvTensor **in;
+    int64_t n_in = sorted_inputs(g, &in);
     for (int i = 0; i < g->n_nodes; i++) {
         AvNode *nd = &g->nodes[i];
         if (!nd->out->g) continue; /* its backward does not run */
-        for (int s = 0; s < 4; s++) {
-            AvTensor *t = nd->in[s];
-            if (!t || !t->g || !av_node_assigns(nd, s)) continue;
-            int k = 0;
-            while (seen[k] != t) k++;
-            if (uses[k] != 1) continue;
+        for (int s = 0; s < av_node_n_in(nd); s++) {
+            AvTensor *t = av_node_in(nd, s);
+            if (!t || !t->g || !av_node_assigns(nd, s) || !used_once(in, n_in, t)) continue;
             nd->assign |= 1u << s;
             t->grad_writer = i;
         }
     }
+    free(in);
     g->grads_planned = 1;
 }
 

@@ -64,7 +64,9 @@ typedef enum {
 } AvDispersion;
 
 #define AV_MAX_CATS 16
-#define AV_MAX_LOSS_TERMS 4
+/* av_op_loss refuses more terms than this (a clear error, not an overrun); the per-step
+ * sums and weights are fixed arrays so that callers can index them directly */
+#define AV_MAX_LOSS_TERMS 16
 
 typedef struct {
     AvOpKind kind;
@@ -76,12 +78,16 @@ typedef struct {
     int lik, disp, code_col;
     float f0; /* dropout p, eps, bn eps, bn momentum ... */
     float f1;
-    int stream;                 /* RNG stream of this node */
-    float *aux;                 /* saved forward state (bn mean/istd, dropout mask, noise ...) */
-    float *aux2;                /* more saved state */
-    float w[AV_MAX_LOSS_TERMS]; /* loss term weights */
+    int stream;         /* RNG stream of this node (Philox counter word 3) */
+    uint32_t stream_hi; /* its node id / 256 << 16, xored into word 1 (ops.c node_draw) */
+    float *aux;         /* saved forward state (bn mean/istd, dropout mask, noise ...) */
+    float *aux2;        /* more saved state */
+    /* loss: its terms (in the arena; in[] has room for four) and their weights */
+    int n_terms;
+    AvTensor **terms;
+    float w[AV_MAX_LOSS_TERMS];
     float *running_mean, *running_var; /* batch norm buffers */
-    unsigned assign; /* bit s: backward assigns in[s]'s gradient instead of adding to it */
+    unsigned assign; /* bit s: backward assigns input s's gradient (av_node_in) whole */
 } AvNode;
 
 /* Reduces a double buffer across ranks in place (sum). Set by the trainer; the default
@@ -106,9 +112,10 @@ typedef struct {
     int n_nodes, cap_nodes;
     AvNode *nodes;
     int64_t max_batch;
-    /* arena: blocks that never move, filled while the graph is built */
-    int n_blocks;
-    char *blocks[64];
+    /* arena: blocks that never move, filled while the graph is built; the table of
+     * block pointers grows, the blocks themselves stay put */
+    int n_blocks, cap_blocks;
+    char **blocks;
     size_t block_size, block_used;
     int n_acts;
     AvTensor **acts;   /* activations (their gradients are zeroed or assigned each step) */
@@ -179,7 +186,8 @@ AvTensor *av_op_kl_normal(AvGraph *g, AvTensor *mu, AvTensor *var, AvTensor *pri
  * logits [n,G] (ZINB only). */
 AvTensor *av_op_count_nll(AvGraph *g, AvTensor *rho, AvTensor *log_lib, AvTensor *px_r,
                           AvTensor *pi, AvLikelihood lik, AvDispersion disp, int code_col);
-/* Scalar loss sum_n sum_t w_t * term_t[n] / n_global; w can be changed per step. */
+/* Scalar loss sum_n sum_t w_t * term_t[n] / n_global; w can be changed per step. At
+ * most AV_MAX_LOSS_TERMS terms (more abort with a message). */
 AvTensor *av_op_loss(AvGraph *g, int n_terms, AvTensor **terms, const float *w);
 void av_loss_set_weight(AvGraph *g, int term, float w);
 

@@ -11,6 +11,8 @@
 #endif
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "src/isa.h"
@@ -161,19 +163,33 @@ AvTensor *av_op_count_nll(AvGraph *g, AvTensor *rho, AvTensor *log_lib, AvTensor
     return nd->out;
 }
 
+/* A model that asks for too many terms is a programming error: stop with a message
+ * rather than write past the weights and the per-step sums. */
+_Static_assert(AV_MAX_LOSS_TERMS <= 32, "a loss term's assign flag is a bit of AvNode.assign");
+
+static void check_loss_term(int term, const char *what) {
+    if (term >= 0 && term < AV_MAX_LOSS_TERMS) return;
+    fprintf(stderr, "atlasvi: error: %s: loss term %d outside 0..%d (AV_MAX_LOSS_TERMS)\n", what,
+            term, AV_MAX_LOSS_TERMS - 1);
+    abort();
+}
+
 AvTensor *av_op_loss(AvGraph *g, int n_terms, AvTensor **terms, const float *w) {
+    if (n_terms > 0) check_loss_term(n_terms - 1, "av_op_loss");
     AvNode *nd = av_node(g, AV_OP_LOSS);
+    nd->n_terms = n_terms;
+    nd->terms = av_arena_alloc(g, sizeof(AvTensor *) * (size_t)(n_terms > 0 ? n_terms : 1));
     for (int t = 0; t < n_terms; t++) {
-        nd->in[t] = terms[t];
+        nd->terms[t] = terms[t];
         nd->w[t] = w[t];
     }
-    nd->code_col = n_terms;
     nd->out = av_act(g, 1, 1, 0, 1);
     g->loss = nd->out;
     return nd->out;
 }
 
 void av_loss_set_weight(AvGraph *g, int term, float w) {
+    check_loss_term(term, "av_loss_set_weight");
     for (int i = 0; i < g->n_nodes; i++)
         if (g->nodes[i].kind == AV_OP_LOSS) g->nodes[i].w[term] = w;
 }
@@ -320,15 +336,23 @@ static void layernorm_backward(AvGraph *g, AvNode *nd) {
     }
 }
 
-/* Standard normals for (cell, step, stream): four per Philox call. */
-static void fill_normal(AvGraph *g, int stream, float *dst, int64_t cols) {
+/* Four draws of node nd for (cell, step, columns j..j+3). The counter is (cell low, cell
+ * high ^ node id / 256 << 16, step, stream << 20 | j / 4): distinct for every node below
+ * 2^24, cell below 2^48 and column below 2^22; for nodes below 256 (all of scVI's) the
+ * same keys as before node ids reached word 1. */
+static inline AvRng4 node_draw(const AvGraph *g, const AvNode *nd, uint64_t cell, int64_t j) {
+    return av_philox(g->seed, (uint32_t)cell, (uint32_t)(cell >> 32) ^ nd->stream_hi,
+                     (uint32_t)g->step, ((uint32_t)nd->stream << 20) | (uint32_t)(j >> 2));
+}
+
+/* Standard normals for (cell, step, node): four per Philox call. */
+static void fill_normal(AvGraph *g, const AvNode *nd, float *dst, int64_t cols) {
     const AvBatch *bt = g->batch;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < g->n; i++) {
         uint64_t cell = (uint64_t)bt->cell[i];
         for (int64_t j = 0; j < cols; j += 4) {
-            AvRng4 r = av_philox(g->seed, (uint32_t)cell, (uint32_t)(cell >> 32), (uint32_t)g->step,
-                                 ((uint32_t)stream << 20) | (uint32_t)(j >> 2));
+            AvRng4 r = node_draw(g, nd, cell, j);
             float z[4];
             av_normal2(r, &z[0], &z[1], &z[2], &z[3]);
             for (int64_t q = 0; q < 4 && j + q < cols; q++) dst[i * cols + j + q] = z[q];
@@ -353,8 +377,7 @@ static void dropout_forward(AvGraph *g, AvNode *nd) {
     for (int64_t i = 0; i < n; i++) {
         uint64_t cell = (uint64_t)bt->cell[i];
         for (int64_t j = 0; j < c; j += 4) {
-            AvRng4 r = av_philox(g->seed, (uint32_t)cell, (uint32_t)(cell >> 32), (uint32_t)g->step,
-                                 ((uint32_t)nd->stream << 20) | (uint32_t)(j >> 2));
+            AvRng4 r = node_draw(g, nd, cell, j);
             for (int64_t q = 0; q < 4 && j + q < c; q++) {
                 float m = av_u01(r.v[q]) < nd->f0 ? 0.0f : keep;
                 nd->aux[i * c + j + q] = m;
@@ -416,7 +439,7 @@ static void node_forward_elementwise(AvGraph *g, AvNode *nd) {
         break;
     case AV_OP_REPARAM: {
         AvTensor *mu = nd->in[0], *var = nd->in[1];
-        if (g->fill_noise) fill_normal(g, nd->stream, nd->aux, c);
+        if (g->fill_noise) fill_normal(g, nd, nd->aux, c);
         for (int64_t k = 0; k < n * c; k++) y->v[k] = mu->v[k] + sqrtf(var->v[k]) * nd->aux[k];
         break;
     }
@@ -517,10 +540,9 @@ static void kl_forward(AvGraph *g, AvNode *nd, int backward) {
 }
 
 static void loss_forward(AvGraph *g, AvNode *nd, int backward) {
-    int nt = nd->code_col;
     double ng = (double)g->batch->n_global, total = 0;
-    for (int t = 0; t < nt; t++) {
-        AvTensor *x = nd->in[t];
+    for (int t = 0; t < nd->n_terms; t++) {
+        AvTensor *x = nd->terms[t];
         double s = 0;
         for (int64_t i = 0; i < g->n; i++) {
             if (backward) {

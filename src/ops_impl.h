@@ -17,6 +17,13 @@ int av_node_assigns(const AvNode *nd, int s);
 static inline int av_assigns(const AvNode *nd, int s) {
     return (nd->assign >> s) & 1u;
 }
+/* A node's input slots: in[0..4), or the loss node's terms. */
+static inline int av_node_n_in(const AvNode *nd) {
+    return nd->kind == AV_OP_LOSS ? nd->n_terms : 4;
+}
+static inline AvTensor *av_node_in(const AvNode *nd, int s) {
+    return nd->kind == AV_OP_LOSS ? nd->terms[s] : nd->in[s];
+}
 
 /* op kernels that live in their own files */
 void av_linear_forward(AvGraph *g, AvNode *nd);
