@@ -219,6 +219,13 @@ int h5u_read_strings(hid_t dset, int64_t *n, char ***out) {
     hid_t t = H5Dget_type(dset), s = H5Dget_space(dset);
     int rc = -1;
     int64_t np = H5Sget_simple_extent_npoints(s);
+    /* a corrupt or crafted dataspace can declare any number of strings at no cost (HDF5
+     * returns fill values for what is not stored), and n pointers are allocated first:
+     * the declared size (16 bytes per vlen string, its heap ID) must fit what is stored,
+     * allowing for compression (deflate: at most ~1032:1) and 1 MiB */
+    size_t es = H5Tis_variable_str(t) > 0 ? 16 : H5Tget_size(t);
+    double declared = (double)np * (double)(es ? es : 1);
+    if (declared > 1100.0 * (double)H5Dget_storage_size(dset) + (double)(1 << 20)) np = -1;
     if (H5Tget_class(t) == H5T_STRING && np >= 0) {
         if (np == 0) {
             *out = av_calloc(1, sizeof(char *));

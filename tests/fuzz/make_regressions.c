@@ -59,7 +59,26 @@ static void strings(hid_t loc, const char *name, int n, const char *prefix) {
     H5Tclose(t);
 }
 
-/* obs and var dataframes with string indexes, as anndata writes them */
+/* A chunked vlen string dataset of n strings, nothing written. */
+static void big_strings(hid_t loc, const char *name, hsize_t n) {
+    hsize_t chunk = 1;
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    hid_t s = H5Screate_simple(1, &n, NULL), p = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(p, 1, &chunk);
+    hid_t d = H5Dcreate2(loc, name, t, s, H5P_DEFAULT, p, H5P_DEFAULT);
+    if (d < 0) {
+        fprintf(stderr, "make_regressions: cannot create %s\n", name);
+        exit(1);
+    }
+    H5Dclose(d);
+    H5Pclose(p);
+    H5Sclose(s);
+    H5Tclose(t);
+}
+
+/* obs and var dataframes with string indexes, as anndata writes them (n < 0: an index
+ * declaring 2^40 strings, nothing stored) */
 static void frames(hid_t f, int n_obs, int n_vars) {
     const char *g[] = {"obs", "var"};
     int n[] = {n_obs, n_vars};
@@ -68,7 +87,10 @@ static void frames(hid_t f, int n_obs, int n_vars) {
         attr_str(gr, "encoding-type", "dataframe");
         attr_str(gr, "encoding-version", "0.2.0");
         attr_str(gr, "_index", "_index");
-        strings(gr, "_index", n[k], g[k]);
+        if (n[k] < 0)
+            big_strings(gr, "_index", (hsize_t)1 << 40);
+        else
+            strings(gr, "_index", n[k], g[k]);
         H5Gclose(gr);
     }
 }
@@ -197,6 +219,27 @@ int main(int argc, char **argv) {
     H5Gclose(H5Gcreate2(f, "col_attrs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     H5Gclose(H5Gcreate2(f, "row_attrs", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     H5Fclose(f);
+
+    /* F11: string datasets declaring 2^40 strings, nothing stored: h5u_read_strings
+     * allocated 2^40 pointers first (10x barcodes; h5ad obs/_index) */
+    f = create("tenx_barcodes_huge.h5");
+    hid_t g = H5Gcreate2(f, "matrix", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int64_t sh2[2] = {2, 2}, ip2[3] = {0, 1, 2};
+    dset(g, "shape", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, sh2);
+    dset(g, "indptr", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, ip2);
+    int32_t idx2[2] = {0, 1};
+    float val2[2] = {1, 2};
+    dset(g, "indices", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, idx2);
+    dset(g, "data", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, val2);
+    big_strings(g, "barcodes", (hsize_t)1 << 40);
+    hid_t fg = H5Gcreate2(g, "features", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    strings(fg, "id", 2, "id");
+    strings(fg, "name", 2, "g");
+    H5Gclose(fg);
+    H5Gclose(g);
+    H5Fclose(f);
+    int64_t ip3[3] = {0, 1, 2};
+    h5ad_csr("h5ad_index_huge.h5ad", 2, 2, ip3, 3, 2, -1, 2);
 
     /* F5 (10x v3): matrix/shape = (2, INT64_MAX): n_barcodes + 1 overflowed */
     f = create("tenx_shape_max.h5");

@@ -66,6 +66,12 @@ file_ tenx_shape_max.h5 fuzz_10x
 file_ h5ad_dense_huge.h5ad fuzz_h5ad
 file_ loom_huge.loom fuzz_loom
 
+# F11 fuzz_10x: a string dataset declaring 2^40 strings with nothing stored (10x
+# matrix/barcodes; h5ad obs/_index): h5u_read_strings allocated 2^40 pointers first
+# (allocation-size-too-big / calloc-overflow), io/h5util.c.
+file_ tenx_barcodes_huge.h5 fuzz_10x
+file_ h5ad_index_huge.h5ad fuzz_h5ad # did not crash (the length check comes first); guard
+
 # Model-file cases: a copy of a tiny model written by atlasvi train, one change each.
 if [ -n "$atlasvi" ] && [ -x "$atlasvi" ]; then
     ASAN_OPTIONS=detect_leaks=0 "$atlasvi" simulate "$work/sim.h5ad" --n-cells 16 --n-genes 8 \
