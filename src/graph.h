@@ -52,6 +52,8 @@ typedef enum {
     AV_OP_LOSS,
     AV_OP_INPUT_COUNTS_LOG_LIB,
     AV_OP_INPUT_CONT,
+    AV_OP_XENT,
+    AV_OP_KL_CATEGORICAL,
     AV_OP_N
 } AvOpKind;
 
@@ -186,6 +188,15 @@ AvTensor *av_op_kl_normal(AvGraph *g, AvTensor *mu, AvTensor *var, AvTensor *pri
  * logits [n,G] (ZINB only). */
 AvTensor *av_op_count_nll(AvGraph *g, AvTensor *rho, AvTensor *log_lib, AvTensor *px_r,
                           AvTensor *pi, AvLikelihood lik, AvDispersion disp, int code_col);
+/* Per cell cross-entropy -log softmax(logits)[y] [n,1] (scANVI's classification loss,
+ * torch's cross_entropy before its mean), y the code in column code_col of the batch's
+ * categorical codes. A code outside 0..cols-1 (an unlabelled cell) gives 0 and no
+ * gradient. */
+AvTensor *av_op_xent(AvGraph *g, AvTensor *logits, int code_col);
+/* Per cell KL(Cat(q) || Cat(prior)) [n,1] of probabilities q [n,K] against a [1,K]
+ * prior, as torch.distributions: q is normalised to sum 1 and both enter the log
+ * clamped to [eps, 1 - eps], eps = FLT_EPSILON (scANVI's kl_divergence of y). */
+AvTensor *av_op_kl_categorical(AvGraph *g, AvTensor *q, AvTensor *prior);
 /* Scalar loss sum_n sum_t w_t * term_t[n] / n_global; w can be changed per step. At
  * most AV_MAX_LOSS_TERMS terms (more abort with a message). */
 AvTensor *av_op_loss(AvGraph *g, int n_terms, AvTensor **terms, const float *w);

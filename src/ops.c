@@ -9,6 +9,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("no-trapping-math")
 #endif
+#include <float.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -139,6 +140,27 @@ AvTensor *av_op_kl_normal(AvGraph *g, AvTensor *mu, AvTensor *var, AvTensor *pri
     nd->in[3] = prior_var;
     nd->code_col = code_col;
     nd->out = av_act(g, 0, 1, 1, needs_grad(mu, var, NULL));
+    return nd->out;
+}
+
+AvTensor *av_op_xent(AvGraph *g, AvTensor *logits, int code_col) {
+    AvNode *nd = av_node(g, AV_OP_XENT);
+    nd->in[0] = logits;
+    nd->code_col = code_col;
+    nd->out = av_act(g, 0, 1, 1, needs_grad(logits, NULL, NULL));
+    return nd->out;
+}
+
+AvTensor *av_op_kl_categorical(AvGraph *g, AvTensor *q, AvTensor *prior) {
+    if (prior->rows != 1 || prior->cols != q->cols) { /* a model-building bug */
+        fprintf(stderr, "atlasvi: error: kl_categorical: prior is [%lld,%lld], expected [1,%lld]\n",
+                (long long)prior->rows, (long long)prior->cols, (long long)q->cols);
+        abort();
+    }
+    AvNode *nd = av_node(g, AV_OP_KL_CATEGORICAL);
+    nd->in[0] = q;
+    nd->in[1] = prior;
+    nd->out = av_act(g, 0, 1, 1, needs_grad(q, NULL, NULL));
     return nd->out;
 }
 
@@ -539,6 +561,72 @@ static void kl_forward(AvGraph *g, AvNode *nd, int backward) {
     }
 }
 
+/* Cross-entropy of one row: logsumexp(x) - x[y] in double; with backward, the
+ * gradient softmax(x) - onehot(y) scaled by go. */
+static void xent_forward(AvGraph *g, AvNode *nd, int backward) {
+    AvTensor *x = nd->in[0], *y = nd->out;
+    int64_t c = x->cols;
+    const AvBatch *bt = g->batch;
+    int assign = av_assigns(nd, 0);
+    for (int64_t i = 0; i < g->n; i++) {
+        const float *xi = x->v + i * c;
+        int32_t code = bt->cat[i * bt->n_cat + nd->code_col];
+        int labelled = code >= 0 && code < c;
+        double mx = xi[0], se = 0;
+        for (int64_t j = 1; j < c; j++) mx = xi[j] > mx ? xi[j] : mx;
+        for (int64_t j = 0; j < c; j++) se += exp(xi[j] - mx);
+        if (!backward) {
+            y->v[i] = labelled ? (float)(mx + log(se) - xi[code]) : 0.0f;
+            continue;
+        }
+        if (!x->g) continue;
+        float go = labelled ? y->g[i] : 0.0f;
+        for (int64_t j = 0; j < c; j++) {
+            float d = go * (float)(exp(xi[j] - mx) / se - (j == code ? 1.0 : 0.0));
+            x->g[i * c + j] = (assign ? 0.0f : x->g[i * c + j]) + d;
+        }
+    }
+}
+
+/* torch's probs_to_logits clamp */
+static double clamped_log(double p) {
+    const double eps = FLT_EPSILON;
+    return log(p < eps ? eps : p > 1.0 - eps ? 1.0 - eps : p);
+}
+
+/* sum_k q_k (log c(q_k) - log c(p_k)) with q normalised by its sum S. The gradient of
+ * the normalised q_k is log c(q_k) - log c(p_k) + [q_k inside the clamp]; back through
+ * q_k / S it becomes (d_k - sum_j qn_j d_j) / S. */
+static void kl_categorical_forward(AvGraph *g, AvNode *nd, int backward) {
+    AvTensor *q = nd->in[0], *p = nd->in[1], *y = nd->out;
+    int64_t c = q->cols;
+    int assign = av_assigns(nd, 0);
+    const double eps = FLT_EPSILON;
+    for (int64_t i = 0; i < g->n; i++) {
+        const float *qi = q->v + i * c;
+        double sq = 0, kl = 0, dot = 0;
+        for (int64_t j = 0; j < c; j++) sq += qi[j];
+        for (int64_t j = 0; j < c; j++) {
+            double qn = qi[j] / sq;
+            double t = clamped_log(qn) - clamped_log(p->v[j]);
+            kl += qn * t;
+            dot += qn * (t + (qn > eps && qn < 1.0 - eps ? 1.0 : 0.0));
+        }
+        if (!backward) {
+            y->v[i] = (float)kl;
+            continue;
+        }
+        if (!q->g) continue;
+        for (int64_t j = 0; j < c; j++) {
+            double qn = qi[j] / sq;
+            double d =
+                clamped_log(qn) - clamped_log(p->v[j]) + (qn > eps && qn < 1.0 - eps ? 1.0 : 0.0);
+            float gd = y->g[i] * (float)((d - dot) / sq);
+            q->g[i * c + j] = (assign ? 0.0f : q->g[i * c + j]) + gd;
+        }
+    }
+}
+
 static void loss_forward(AvGraph *g, AvNode *nd, int backward) {
     double ng = (double)g->batch->n_global, total = 0;
     for (int t = 0; t < nd->n_terms; t++) {
@@ -590,6 +678,9 @@ int av_node_assigns(const AvNode *nd, int s) {
     case AV_OP_REPARAM:
     case AV_OP_KL_NORMAL: /* mean and variance; no gradient for the prior */
         return s < 2;
+    case AV_OP_XENT:
+    case AV_OP_KL_CATEGORICAL: /* the input's rows; no gradient for the prior */
+        return s == 0;
     case AV_OP_COUNT_NLL: /* rho, log library, pi: per-cell rows written whole */
         return s != 2;
     case AV_OP_LAYERNORM:
@@ -623,6 +714,12 @@ void av_node_forward(AvGraph *g, AvNode *nd) {
     case AV_OP_COUNT_NLL:
         av_count_nll_forward(g, nd);
         break;
+    case AV_OP_XENT:
+        xent_forward(g, nd, 0);
+        break;
+    case AV_OP_KL_CATEGORICAL:
+        kl_categorical_forward(g, nd, 0);
+        break;
     case AV_OP_LOSS:
         loss_forward(g, nd, 0);
         break;
@@ -653,6 +750,12 @@ void av_node_backward(AvGraph *g, AvNode *nd) {
         break;
     case AV_OP_COUNT_NLL:
         av_count_nll_backward(g, nd);
+        break;
+    case AV_OP_XENT:
+        xent_forward(g, nd, 1);
+        break;
+    case AV_OP_KL_CATEGORICAL:
+        kl_categorical_forward(g, nd, 1);
         break;
     case AV_OP_LOSS:
         loss_forward(g, nd, 1);

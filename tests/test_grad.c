@@ -173,6 +173,35 @@ static void op_checks(void) {
               tol);
         av_graph_free(&g);
     }
+    /* scANVI's classifier terms: cross-entropy on label codes (column 1: 2 levels, all
+     * in range; column 0: 3 levels against 2 logits, so code 2 is an unlabelled cell with
+     * no loss), and KL(Cat(softmax) || prior) of a non-uniform prior */
+    for (int col = 0; col < 2; col++) {
+        av_graph_init(&g, N, 1);
+        AvTensor *x = av_param(&g, "x", N, col ? 3 : 2);
+        av_graph_alloc_params(&g);
+        fill(&g, -2, 2);
+        AvTensor *y = av_op_xent(&g, x, col == 0 ? 0 : 1);
+        check(col ? "cross-entropy (all labelled)" : "cross-entropy (unlabelled skipped)", &g, &b,
+              y, 1e-3f, tol);
+        for (int64_t i = 0; i < N; i++)
+            if (col == 0 && b.cat[i * b.n_cat] == 2 && y->v[i] != 0.0f) {
+                printf("cross-entropy: unlabelled cell %lld has loss %g\n", (long long)i, y->v[i]);
+                failures++;
+            }
+        av_graph_free(&g);
+    }
+    {
+        av_graph_init(&g, N, 1);
+        AvTensor *x = av_param(&g, "x", N, 4);
+        av_graph_alloc_params(&g);
+        AvTensor *prior = av_buffer(&g, "y_prior", 1, 4);
+        for (int k = 0; k < 4; k++) prior->v[k] = 0.1f * (float)(k + 1);
+        fill(&g, -2, 2);
+        AvTensor *y = av_op_kl_categorical(&g, av_op_softmax(&g, x), prior);
+        check("kl categorical (softmax vs prior)", &g, &b, y, 1e-3f, tol);
+        av_graph_free(&g);
+    }
     const char *liks[] = {"zinb", "nb", "poisson"};
     const char *disps[] = {"gene", "gene-batch", "gene-label", "gene-cell"};
     for (int lik = 0; lik < 3; lik++)
