@@ -26,9 +26,10 @@
 
 static const char *op_name(AvOpKind k) {
     static const char *names[] = {
-        "linear",  "batchnorm",     "layernorm",  "relu",      "dropout",
-        "exp_eps", "reparam",       "softmax",    "kl_normal", "count_nll (ZINB)",
-        "loss",    "input log_lib", "input cont", "xent",      "kl_categorical"};
+        "linear",       "batchnorm",     "layernorm",  "relu",      "dropout",
+        "exp_eps",      "reparam",       "softmax",    "kl_normal", "count_nll (ZINB)",
+        "loss",         "input log_lib", "input cont", "xent",      "kl_categorical",
+        "normal_logpdf"};
     return k < AV_OP_N ? names[k] : "?";
 }
 

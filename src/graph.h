@@ -54,6 +54,7 @@ typedef enum {
     AV_OP_INPUT_CONT,
     AV_OP_XENT,
     AV_OP_KL_CATEGORICAL,
+    AV_OP_NORMAL_LOGPDF,
     AV_OP_N
 } AvOpKind;
 
@@ -197,6 +198,9 @@ AvTensor *av_op_xent(AvGraph *g, AvTensor *logits, int code_col);
  * prior, as torch.distributions: q is normalised to sum 1 and both enter the log
  * clamped to [eps, 1 - eps], eps = FLT_EPSILON (scANVI's kl_divergence of y). */
 AvTensor *av_op_kl_categorical(AvGraph *g, AvTensor *q, AvTensor *prior);
+/* Per row sum_j log N(x_j; mu_j, sqrt(var_j)) [rows,1] (scANVI's log q(z1|x) and the
+ * z1 prior terms); gradients to x, mu and var. */
+AvTensor *av_op_normal_logpdf(AvGraph *g, AvTensor *x, AvTensor *mu, AvTensor *var);
 /* Scalar loss sum_n sum_t w_t * term_t[n] / n_global; w can be changed per step. At
  * most AV_MAX_LOSS_TERMS terms (more abort with a message). */
 AvTensor *av_op_loss(AvGraph *g, int n_terms, AvTensor **terms, const float *w);

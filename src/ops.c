@@ -164,6 +164,15 @@ AvTensor *av_op_kl_categorical(AvGraph *g, AvTensor *q, AvTensor *prior) {
     return nd->out;
 }
 
+AvTensor *av_op_normal_logpdf(AvGraph *g, AvTensor *x, AvTensor *mu, AvTensor *var) {
+    AvNode *nd = av_node(g, AV_OP_NORMAL_LOGPDF);
+    nd->in[0] = x;
+    nd->in[1] = mu;
+    nd->in[2] = var;
+    nd->out = av_act(g, 0, 1, 1, needs_grad(x, mu, var));
+    return nd->out;
+}
+
 AvTensor *av_op_count_nll(AvGraph *g, AvTensor *rho, AvTensor *log_lib, AvTensor *px_r,
                           AvTensor *pi, AvLikelihood lik, AvDispersion disp, int code_col) {
     AvNode *nd = av_node(g, AV_OP_COUNT_NLL);
@@ -627,6 +636,32 @@ static void kl_categorical_forward(AvGraph *g, AvNode *nd, int backward) {
     }
 }
 
+/* log N(x; mu, sqrt(v)) = -(log 2 pi + log v)/2 - (x - mu)^2 / (2 v), summed per row in
+ * double; d/dx = -(x - mu)/v = -d/dmu, d/dv = ((x - mu)^2 / v - 1) / (2 v). */
+static void normal_logpdf_forward(AvGraph *g, AvNode *nd, int backward) {
+    AvTensor *x = nd->in[0], *mu = nd->in[1], *var = nd->in[2], *y = nd->out;
+    int64_t c = x->cols;
+    const double log_2pi = 1.8378770664093453;
+    int ax = av_assigns(nd, 0), am = av_assigns(nd, 1), av = av_assigns(nd, 2);
+    for (int64_t i = 0; i < g->n; i++) {
+        double s = 0;
+        for (int64_t j = 0; j < c; j++) {
+            int64_t e = i * c + j;
+            double d = (double)x->v[e] - mu->v[e], v = var->v[e];
+            if (!backward) {
+                s += -0.5 * (log_2pi + log(v)) - d * d / (2.0 * v);
+                continue;
+            }
+            float go = y->g[i];
+            float gx = go * (float)(-d / v), gv = go * (float)((d * d / v - 1.0) / (2.0 * v));
+            if (x->g) x->g[e] = (ax ? 0.0f : x->g[e]) + gx;
+            if (mu->g) mu->g[e] = (am ? 0.0f : mu->g[e]) - gx;
+            if (var->g) var->g[e] = (av ? 0.0f : var->g[e]) + gv;
+        }
+        if (!backward) y->v[i] = (float)s;
+    }
+}
+
 static void loss_forward(AvGraph *g, AvNode *nd, int backward) {
     double ng = (double)g->batch->n_global, total = 0;
     for (int t = 0; t < nd->n_terms; t++) {
@@ -681,6 +716,8 @@ int av_node_assigns(const AvNode *nd, int s) {
     case AV_OP_XENT:
     case AV_OP_KL_CATEGORICAL: /* the input's rows; no gradient for the prior */
         return s == 0;
+    case AV_OP_NORMAL_LOGPDF: /* x, mean and variance, element by element */
+        return s < 3;
     case AV_OP_COUNT_NLL: /* rho, log library, pi: per-cell rows written whole */
         return s != 2;
     case AV_OP_LAYERNORM:
@@ -720,6 +757,9 @@ void av_node_forward(AvGraph *g, AvNode *nd) {
     case AV_OP_KL_CATEGORICAL:
         kl_categorical_forward(g, nd, 0);
         break;
+    case AV_OP_NORMAL_LOGPDF:
+        normal_logpdf_forward(g, nd, 0);
+        break;
     case AV_OP_LOSS:
         loss_forward(g, nd, 0);
         break;
@@ -756,6 +796,9 @@ void av_node_backward(AvGraph *g, AvNode *nd) {
         break;
     case AV_OP_KL_CATEGORICAL:
         kl_categorical_forward(g, nd, 1);
+        break;
+    case AV_OP_NORMAL_LOGPDF:
+        normal_logpdf_forward(g, nd, 1);
         break;
     case AV_OP_LOSS:
         loss_forward(g, nd, 1);

@@ -202,6 +202,16 @@ static void op_checks(void) {
         check("kl categorical (softmax vs prior)", &g, &b, y, 1e-3f, tol);
         av_graph_free(&g);
     }
+    {
+        av_graph_init(&g, N, 1);
+        AvTensor *x = av_param(&g, "x", N, 4), *mu = av_param(&g, "mu", N, 4),
+                 *v = av_param(&g, "v", N, 4);
+        av_graph_alloc_params(&g);
+        fill(&g, 0.3f, 1.5f);
+        AvTensor *y = av_op_normal_logpdf(&g, x, mu, v);
+        check("normal log-density", &g, &b, y, 1e-3f, tol);
+        av_graph_free(&g);
+    }
     const char *liks[] = {"zinb", "nb", "poisson"};
     const char *disps[] = {"gene", "gene-batch", "gene-label", "gene-cell"};
     for (int lik = 0; lik < 3; lik++)

@@ -3,7 +3,9 @@
  *   - av_op_xent on the labelled minibatch's logits and labels gives scvi's
  *     classification_loss (the mean cross-entropy), and
  *   - av_op_softmax then av_op_kl_categorical against params/y_prior give scvi's
- *     per-cell KL(Cat(q) || Cat(y_prior)) (out/kl_cat) and its probabilities (out/probs).
+ *     per-cell KL(Cat(q) || Cat(y_prior)) (out/kl_cat) and its probabilities (out/probs);
+ *   - av_op_normal_logpdf gives log q(z1|x) (out/log_qz1) and the z1-prior term A [N,K]
+ *     over the enumerated rows (out/A).
  * The whole scANVI graph is not built here yet; these are the ops it needs that scVI
  * does not. Usage: test_scanvi_ops GOLDEN_DIR. */
 #include <hdf5.h>
@@ -53,6 +55,60 @@ static AvTensor *logits_param(AvGraph *g, const float *v, int64_t rows, int64_t 
     av_graph_alloc_params(g);
     memcpy(x->v, v, sizeof(float) * (size_t)(rows * cols));
     return x;
+}
+
+/* Largest |got - ref| / (|ref| + 1e-3) over n values. */
+static double worst_rel(const float *got, const float *ref, int64_t n) {
+    double w = 0;
+    for (int64_t i = 0; i < n; i++) w = fmax(w, fabs(got[i] - ref[i]) / (fabs(ref[i]) + 1e-3));
+    return w;
+}
+
+/* av_op_normal_logpdf on the recorded tensors: log q(z1|x) of the sampled z1, and
+ * A[i,k] = -log N(z1_i; pz1_m, sqrt(pz1_v)) over the enumerated rows k*N + i. */
+static void check_logpdf(hid_t f, const char *cas, int64_t n, int64_t k) {
+    int64_t d[2], dm[2];
+    float *z = read_ds(f, "out/z", H5T_NATIVE_FLOAT, d);
+    float *qm = read_ds(f, "out/qz_m", H5T_NATIVE_FLOAT, dm);
+    float *qv = read_ds(f, "out/qz_v", H5T_NATIVE_FLOAT, dm);
+    float *pm = read_ds(f, "out/pz1_m", H5T_NATIVE_FLOAT, dm);
+    float *pv = read_ds(f, "out/pz1_v", H5T_NATIVE_FLOAT, dm);
+    float *log_qz1 = read_ds(f, "out/log_qz1", H5T_NATIVE_FLOAT, dm);
+    float *a_ref = read_ds(f, "out/A", H5T_NATIVE_FLOAT, dm);
+    int64_t l = d[1];
+    AvGraph g;
+    av_graph_init(&g, n * k, 1);
+    AvTensor *x = av_param(&g, "x", n * k, l), *mu = av_param(&g, "mu", n * k, l),
+             *var = av_param(&g, "var", n * k, l);
+    av_graph_alloc_params(&g);
+    AvTensor *y = av_op_normal_logpdf(&g, x, mu, var);
+    AvBatch b = {0};
+    /* log q(z1|x): the first n rows */
+    memcpy(x->v, z, sizeof(float) * (size_t)(n * l));
+    memcpy(mu->v, qm, sizeof(float) * (size_t)(n * l));
+    memcpy(var->v, qv, sizeof(float) * (size_t)(n * l));
+    b.n = (int)n;
+    b.n_global = n;
+    av_graph_forward(&g, &b);
+    double e_q = worst_rel(y->v, log_qz1, n);
+    /* A: z1 repeated once per label, block layout */
+    for (int64_t c = 0; c < k; c++) memcpy(x->v + c * n * l, z, sizeof(float) * (size_t)(n * l));
+    memcpy(mu->v, pm, sizeof(float) * (size_t)(n * k * l));
+    memcpy(var->v, pv, sizeof(float) * (size_t)(n * k * l));
+    b.n = (int)(n * k);
+    b.n_global = n * k;
+    av_graph_forward(&g, &b);
+    float *a = malloc(sizeof(float) * (size_t)(n * k));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < k; c++) a[i * k + c] = -y->v[c * n + i];
+    double e_a = worst_rel(a, a_ref, n * k);
+    printf("%-12s log_qz1 rel err %.1e, A rel err %.1e\n", cas, e_q, e_a);
+    if (e_q > 1e-4 || e_a > 1e-4) {
+        printf("%s: normal log-density off (allowed 1e-4)\n", cas);
+        failures++;
+    }
+    av_graph_free(&g);
+    free(a), free(z), free(qm), free(qv), free(pm), free(pv), free(log_qz1), free(a_ref);
 }
 
 static void check_case(const char *dir, const char *cas) {
@@ -112,6 +168,7 @@ static void check_case(const char *dir, const char *cas) {
            "%.1e\n",
            cas, (long long)k, mean / (double)nl, ce[0], worst_q, worst_kl);
     av_graph_free(&g);
+    check_logpdf(f, cas, n, k);
     free(logits_l), free(labels_l), free(ce), free(logits), free(probs), free(kl_cat), free(prior);
     H5Fclose(f);
 }
